@@ -1,0 +1,361 @@
+"""Every supported model: where its weights live, how it runs, its defaults and limits."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Task(StrEnum):
+    """What a model turns into a video."""
+
+    T2V = "t2v"
+    I2V = "i2v"
+
+
+class Knob(StrEnum):
+    """Model-specific request fields beyond the common ones."""
+
+    NEGATIVE_PROMPT = "negative_prompt"
+    MOTION_BUCKET_ID = "motion_bucket_id"
+    NOISE_AUG_STRENGTH = "noise_aug_strength"
+    DECODE_CHUNK_SIZE = "decode_chunk_size"
+    TRUE_CFG_SCALE = "true_cfg_scale"
+
+
+class IntRange(BaseModel):
+    """Inclusive integer range; `step` constrains values to `min + k * step`."""
+
+    model_config = ConfigDict(frozen=True)
+    min: int
+    max: int
+    step: int = 1
+
+    def contains(self, value: int) -> bool:
+        return self.min <= value <= self.max and (value - self.min) % self.step == 0
+
+    def describe(self) -> str:
+        text = f"[{self.min}, {self.max}]"
+        return text if self.step == 1 else f"{text} in steps of {self.step} from {self.min}"
+
+
+class FloatRange(BaseModel):
+    """Inclusive float range."""
+
+    model_config = ConfigDict(frozen=True)
+    min: float
+    max: float
+
+    def contains(self, value: float) -> bool:
+        return self.min <= value <= self.max
+
+    def describe(self) -> str:
+        return f"[{self.min:g}, {self.max:g}]"
+
+
+class MemoryOptions(BaseModel):
+    """diffusers memory savers; the catalog holds each model's recommendation."""
+
+    model_config = ConfigDict(frozen=True)
+    cpu_offload: bool = Field(False, description="enable_model_cpu_offload (needs an accelerator)")
+    vae_tiling: bool = Field(False, description="decode the VAE in tiles")
+    vae_slicing: bool = Field(False, description="decode the VAE one sample/frame chunk at a time")
+    attention_slicing: bool = Field(False, description="compute attention in slices (UNet models)")
+    fp8_weights: bool = Field(
+        False, description="store transformer/UNet weights as float8_e4m3fn, compute in torch_dtype"
+    )
+
+
+class Limits(BaseModel):
+    """Defaults and allowed ranges of the common request fields."""
+
+    model_config = ConfigDict(frozen=True)
+    num_frames: IntRange
+    default_num_frames: int
+    fps: IntRange = IntRange(min=1, max=60)
+    default_fps: int
+    height: IntRange
+    width: IntRange
+    default_height: int
+    default_width: int
+    num_inference_steps: IntRange = IntRange(min=1, max=150)
+    default_num_inference_steps: int
+    guidance_scale: FloatRange = FloatRange(min=0.0, max=30.0)
+    default_guidance_scale: float
+
+
+class ModelSpec(BaseModel):
+    """One catalog entry."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str = Field(description="the name requests use")
+    repo_id: str = Field(
+        description="Hugging Face repo of the weights (the base model where an adapter is used)"
+    )
+    adapter_repo_id: str | None = Field(None, description="motion adapter repo (AnimateDiff)")
+    pipeline_class: str = Field(description="diffusers pipeline class name")
+    family: str = Field(description="module in serve.families that maps a request to pipeline kwargs")
+    task: Task
+    torch_dtype: str = Field("bfloat16", description="compute dtype on an accelerator")
+    variant: str | None = Field(None, description="weights variant to load, e.g. fp16")
+    knobs: frozenset[Knob] = frozenset()
+    limits: Limits = Field(description="limits of the real model")
+    tiny_limits: Limits = Field(description="limits of the tiny random-weight checkpoint")
+    memory: MemoryOptions = MemoryOptions()
+    gpu_memory_gb: float = Field(description="estimated peak GPU memory at defaults with the memory options")
+    description: str = ""
+
+    def limits_for(self, tiny: bool) -> Limits:
+        return self.tiny_limits if tiny else self.limits
+
+
+# Sides every tiny checkpoint generates at: the VAEs compress 8x; the transformers add a 2x2 patch, while the
+# UNets pad odd latent sizes themselves.
+_TINY_DIT_SIDE = IntRange(min=16, max=128, step=16)
+_TINY_UNET_SIDE = IntRange(min=16, max=128, step=8)
+
+
+def _tiny(
+    frames: IntRange,
+    default_frames: int,
+    fps: int,
+    size: int = 32,
+    steps: int = 2,
+    guidance: float = 5.0,
+    side: IntRange = _TINY_UNET_SIDE,
+) -> Limits:
+    """Limits for a tiny checkpoint: small sizes so a CPU generates in about a second."""
+    return Limits(
+        num_frames=frames,
+        default_num_frames=default_frames,
+        default_fps=fps,
+        height=side,
+        width=side,
+        default_height=size,
+        default_width=size,
+        num_inference_steps=IntRange(min=1, max=50),
+        default_num_inference_steps=steps,
+        default_guidance_scale=guidance,
+    )
+
+
+_COGVIDEOX_LIMITS = Limits(
+    num_frames=IntRange(min=9, max=49, step=8),
+    default_num_frames=49,
+    default_fps=8,
+    height=IntRange(min=256, max=768, step=16),
+    width=IntRange(min=256, max=1360, step=16),
+    default_height=480,
+    default_width=720,
+    default_num_inference_steps=50,
+    default_guidance_scale=6.0,
+)
+# The VAE decodes latent frames in pairs after the first few: only 8k+1 frames come out as asked.
+_COGVIDEOX_TINY = _tiny(IntRange(min=9, max=17, step=8), 9, 8, side=_TINY_DIT_SIDE)
+# Learned positional embeddings: CogVideoX-5b-I2V generates only at its sample size.
+_COGVIDEOX_I2V_TINY = _tiny(IntRange(min=9, max=17, step=8), 9, 8, side=IntRange(min=32, max=32))
+_COGVIDEOX_MEMORY = MemoryOptions(vae_tiling=True, vae_slicing=True)
+
+_SVD_KNOBS = frozenset({Knob.MOTION_BUCKET_ID, Knob.NOISE_AUG_STRENGTH, Knob.DECODE_CHUNK_SIZE})
+
+
+def _svd_limits(frames: int) -> Limits:
+    return Limits(
+        num_frames=IntRange(min=2, max=frames),
+        default_num_frames=frames,
+        default_fps=7,
+        height=IntRange(min=256, max=1024, step=64),
+        width=IntRange(min=256, max=1024, step=64),
+        default_height=576,
+        default_width=1024,
+        default_num_inference_steps=25,
+        guidance_scale=FloatRange(min=1.0, max=10.0),
+        default_guidance_scale=3.0,
+    )
+
+
+CATALOG: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in [
+        ModelSpec(
+            name="cogvideox-2b",
+            repo_id="THUDM/CogVideoX-2b",
+            pipeline_class="CogVideoXPipeline",
+            family="cogvideox",
+            task=Task.T2V,
+            torch_dtype="float16",
+            knobs=frozenset({Knob.NEGATIVE_PROMPT}),
+            limits=_COGVIDEOX_LIMITS,
+            tiny_limits=_COGVIDEOX_TINY,
+            memory=_COGVIDEOX_MEMORY,
+            gpu_memory_gb=18.0,
+            description="CogVideoX 2B text-to-video, 720x480, 49 frames at 8 fps",
+        ),
+        ModelSpec(
+            name="cogvideox-5b",
+            repo_id="THUDM/CogVideoX-5b",
+            pipeline_class="CogVideoXPipeline",
+            family="cogvideox",
+            task=Task.T2V,
+            knobs=frozenset({Knob.NEGATIVE_PROMPT}),
+            limits=_COGVIDEOX_LIMITS,
+            tiny_limits=_COGVIDEOX_TINY,
+            memory=_COGVIDEOX_MEMORY,
+            gpu_memory_gb=26.0,
+            description="CogVideoX 5B text-to-video, 720x480, 49 frames at 8 fps",
+        ),
+        ModelSpec(
+            name="cogvideox-5b-i2v",
+            repo_id="THUDM/CogVideoX-5b-I2V",
+            pipeline_class="CogVideoXImageToVideoPipeline",
+            family="cogvideox",
+            task=Task.I2V,
+            knobs=frozenset({Knob.NEGATIVE_PROMPT}),
+            # Learned positional embeddings: the I2V model only generates at its training size.
+            limits=_COGVIDEOX_LIMITS.model_copy(
+                update={"height": IntRange(min=480, max=480), "width": IntRange(min=720, max=720)}
+            ),
+            tiny_limits=_COGVIDEOX_I2V_TINY,
+            memory=_COGVIDEOX_MEMORY,
+            gpu_memory_gb=26.0,
+            description="CogVideoX 5B image-to-video (image + prompt), 720x480, 49 frames at 8 fps",
+        ),
+        ModelSpec(
+            name="hunyuanvideo",
+            repo_id="hunyuanvideo-community/HunyuanVideo",
+            pipeline_class="HunyuanVideoPipeline",
+            family="hunyuanvideo",
+            task=Task.T2V,
+            knobs=frozenset({Knob.NEGATIVE_PROMPT, Knob.TRUE_CFG_SCALE}),
+            limits=Limits(
+                num_frames=IntRange(min=1, max=129, step=4),
+                default_num_frames=129,
+                default_fps=24,
+                height=IntRange(min=256, max=1280, step=16),
+                width=IntRange(min=256, max=1280, step=16),
+                default_height=720,
+                default_width=1280,
+                default_num_inference_steps=50,
+                default_guidance_scale=6.0,
+            ),
+            tiny_limits=_tiny(IntRange(min=1, max=17, step=4), 9, 24, side=_TINY_DIT_SIDE),
+            memory=MemoryOptions(vae_tiling=True, fp8_weights=True),
+            gpu_memory_gb=45.0,
+            description="HunyuanVideo 13B text-to-video, 1280x720, up to 129 frames; multi-GPU with xDiT",
+        ),
+        ModelSpec(
+            name="svd",
+            repo_id="stabilityai/stable-video-diffusion-img2vid",
+            pipeline_class="StableVideoDiffusionPipeline",
+            family="svd",
+            task=Task.I2V,
+            torch_dtype="float16",
+            variant="fp16",
+            knobs=_SVD_KNOBS,
+            limits=_svd_limits(14),
+            tiny_limits=_tiny(IntRange(min=2, max=14), 4, 7, size=64, guidance=3.0),
+            memory=MemoryOptions(),
+            gpu_memory_gb=14.0,
+            description="Stable Video Diffusion image-to-video, 1024x576, 14 frames",
+        ),
+        ModelSpec(
+            name="svd-xt",
+            repo_id="stabilityai/stable-video-diffusion-img2vid-xt",
+            pipeline_class="StableVideoDiffusionPipeline",
+            family="svd",
+            task=Task.I2V,
+            torch_dtype="float16",
+            variant="fp16",
+            knobs=_SVD_KNOBS,
+            limits=_svd_limits(25),
+            tiny_limits=_tiny(IntRange(min=2, max=25), 4, 7, size=64, guidance=3.0),
+            memory=MemoryOptions(),
+            gpu_memory_gb=18.0,
+            description="Stable Video Diffusion XT image-to-video, 1024x576, 25 frames",
+        ),
+        ModelSpec(
+            name="modelscope-t2v",
+            repo_id="damo-vilab/text-to-video-ms-1.7b",
+            pipeline_class="TextToVideoSDPipeline",
+            family="modelscope",
+            task=Task.T2V,
+            torch_dtype="float16",
+            variant="fp16",
+            knobs=frozenset({Knob.NEGATIVE_PROMPT}),
+            limits=Limits(
+                num_frames=IntRange(min=1, max=64),
+                default_num_frames=16,
+                default_fps=8,
+                height=IntRange(min=128, max=512, step=8),
+                width=IntRange(min=128, max=512, step=8),
+                default_height=256,
+                default_width=256,
+                default_num_inference_steps=25,
+                default_guidance_scale=9.0,
+            ),
+            tiny_limits=_tiny(IntRange(min=1, max=16), 4, 8),
+            memory=MemoryOptions(vae_slicing=True),
+            gpu_memory_gb=8.0,
+            description="ModelScope text-to-video 1.7B, 256x256, 16 frames",
+        ),
+        ModelSpec(
+            name="i2vgen-xl",
+            repo_id="ali-vilab/i2vgen-xl",
+            pipeline_class="I2VGenXLPipeline",
+            family="i2vgenxl",
+            task=Task.I2V,
+            torch_dtype="float16",
+            variant="fp16",
+            knobs=frozenset({Knob.NEGATIVE_PROMPT, Knob.DECODE_CHUNK_SIZE}),
+            limits=Limits(
+                num_frames=IntRange(min=2, max=32),
+                default_num_frames=16,
+                default_fps=16,
+                height=IntRange(min=256, max=1280, step=64),
+                width=IntRange(min=256, max=1280, step=64),
+                default_height=704,
+                default_width=1280,
+                default_num_inference_steps=50,
+                default_guidance_scale=9.0,
+            ),
+            tiny_limits=_tiny(IntRange(min=2, max=16), 4, 16),
+            memory=MemoryOptions(vae_slicing=True),
+            gpu_memory_gb=20.0,
+            description="I2VGen-XL image-to-video with a text prompt, 1280x704, 16 frames",
+        ),
+        ModelSpec(
+            name="animatediff",
+            repo_id="stable-diffusion-v1-5/stable-diffusion-v1-5",
+            adapter_repo_id="guoyww/animatediff-motion-adapter-v1-5-2",
+            pipeline_class="AnimateDiffPipeline",
+            family="animatediff",
+            task=Task.T2V,
+            torch_dtype="float16",
+            knobs=frozenset({Knob.NEGATIVE_PROMPT}),
+            limits=Limits(
+                num_frames=IntRange(min=1, max=32),
+                default_num_frames=16,
+                default_fps=8,
+                height=IntRange(min=256, max=1024, step=8),
+                width=IntRange(min=256, max=1024, step=8),
+                default_height=512,
+                default_width=512,
+                default_num_inference_steps=25,
+                default_guidance_scale=7.5,
+            ),
+            tiny_limits=_tiny(IntRange(min=1, max=16), 4, 8),
+            memory=MemoryOptions(vae_slicing=True),
+            gpu_memory_gb=10.0,
+            description="AnimateDiff: a Stable Diffusion 1.5 base (configurable) + motion adapter v1.5.2",
+        ),
+    ]
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The catalog entry for `name`; KeyError names the known models."""
+    try:
+        return CATALOG[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(CATALOG))}") from None

@@ -1,0 +1,175 @@
+"""`videogen`: serve | generate | models | tiny-models | serve-config | client ..."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+def _add_generation_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="catalog name (see `videogen models`)")
+    parser.add_argument("--prompt", default="", help="text prompt")
+    parser.add_argument("--negative-prompt", default="", help="what to avoid (models that accept it)")
+    parser.add_argument("--image", type=Path, help="conditioning image for image-to-video models")
+    parser.add_argument("--frames", type=int, dest="num_frames", help="number of frames")
+    parser.add_argument("--fps", type=int, help="frames per second")
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--steps", type=int, dest="num_inference_steps", help="denoising steps")
+    parser.add_argument("--guidance", type=float, dest="guidance_scale", help="guidance scale")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--format", choices=["mp4", "gif"], default="mp4", dest="output_format")
+    parser.add_argument("--motion-bucket-id", type=int, help="SVD: amount of motion 1-255")
+    parser.add_argument("--noise-aug-strength", type=float, help="SVD: conditioning noise 0-1")
+    parser.add_argument("--decode-chunk-size", type=int, help="SVD/I2VGen-XL: frames decoded at once")
+    parser.add_argument(
+        "--true-cfg-scale", type=float, help="HunyuanVideo: true CFG with the negative prompt"
+    )
+
+
+_FIELDS = [
+    "model",
+    "prompt",
+    "negative_prompt",
+    "num_frames",
+    "fps",
+    "height",
+    "width",
+    "num_inference_steps",
+    "guidance_scale",
+    "seed",
+    "motion_bucket_id",
+    "noise_aug_strength",
+    "decode_chunk_size",
+    "true_cfg_scale",
+]
+
+
+def _fields(args: argparse.Namespace) -> dict[str, Any]:
+    values = {name: getattr(args, name) for name in _FIELDS if getattr(args, name) not in (None, "")}
+    if args.image:
+        values["image"] = args.image.read_bytes()
+    values["output_format"] = args.output_format
+    return values
+
+
+class _ProgressBar:
+    """A tqdm bar driven by (step, total) updates."""
+
+    def __init__(self, description: str) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=0, desc=description, unit="step", file=sys.stderr)
+
+    def update(self, stage: str, step: int, total: int) -> None:
+        if total and self.bar.total != total:
+            self.bar.total = total
+        self.bar.set_postfix_str(stage)
+        self.bar.n = step
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from serve.catalog import CATALOG
+
+    print(f"{'name':<18} {'task':<4} {'frames':>6} {'fps':>4} {'size':>10} {'steps':>5} {'GPU GB':>6}  repo")
+    for spec in CATALOG.values():
+        limits = spec.limits
+        size = f"{limits.default_width}x{limits.default_height}"
+        print(
+            f"{spec.name:<18} {spec.task.value:<4} {limits.default_num_frames:>6} {limits.default_fps:>4} "
+            f"{size:>10} {limits.default_num_inference_steps:>5} {spec.gpu_memory_gb:>6.0f}  {spec.repo_id}"
+        )
+    return 0
+
+
+def cmd_tiny_models(args: argparse.Namespace) -> int:
+    from serve.tiny import write_tiny_checkpoints
+
+    for name, path in write_tiny_checkpoints(args.out, args.model or None).items():
+        print(f"{name:<18} {path}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Generate locally, without the service."""
+    from serve.catalog import get_spec
+    from serve.engine import Engine
+    from serve.errors import VideogenError
+    from serve.request import RequestFields, build_request
+
+    try:
+        spec = get_spec(args.model)
+        engine = Engine(spec, args.weights)
+        request = build_request(spec, spec.limits_for(engine.tiny), RequestFields(**_fields(args)))
+        bar = _ProgressBar(args.model)
+        video = engine.generate_video(request, lambda e: bar.update(e.stage.value, e.step, e.total_steps))
+        bar.close()
+    except (VideogenError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    args.out.write_bytes(video.data)
+    print(f"wrote {args.out} ({len(video.data)} bytes, {video.num_frames} frames, seed {video.seed})")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from serve.service import run_service
+
+    return run_service(args.config)
+
+
+def cmd_serve_config(args: argparse.Namespace) -> int:
+    """Print the Serve config (for `serve deploy` / KubeRay serveConfigV2) of a videogen config."""
+    import yaml
+
+    from serve.config import ServeConfig
+
+    print(yaml.safe_dump(ServeConfig.from_file(args.config).to_serve_deploy(), sort_keys=False), end="")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="videogen", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("models", help="list the model catalog").set_defaults(run=cmd_models)
+
+    tiny = commands.add_parser("tiny-models", help="write the tiny random-weight checkpoints")
+    tiny.add_argument("--out", type=Path, required=True)
+    tiny.add_argument("--model", action="append", help="only this model (repeatable)")
+    tiny.set_defaults(run=cmd_tiny_models)
+
+    generate = commands.add_parser("generate", help="generate a video locally (no service)")
+    _add_generation_args(generate)
+    generate.add_argument("--weights", default="tiny", help='"tiny", "hub" or a weights directory')
+    generate.add_argument("--out", type=Path, required=True)
+    generate.set_defaults(run=cmd_generate)
+
+    serve_cmd = commands.add_parser("serve", help="start Ray, deploy the app, serve gRPC until Ctrl-C")
+    serve_cmd.add_argument("--config", type=Path, default=Path("configs/local.yaml"))
+    serve_cmd.set_defaults(run=cmd_serve)
+
+    serve_config = commands.add_parser("serve-config", help="print the equivalent Ray Serve config file")
+    serve_config.add_argument("--config", type=Path, default=Path("configs/local.yaml"))
+    serve_config.set_defaults(run=cmd_serve_config)
+
+    from serve.client_cli import add_client_commands
+
+    add_client_commands(commands, _add_generation_args, _fields, _ProgressBar)
+
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""`videogen client ...`: call a running service over gRPC."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+def _params(fields: dict[str, Any]) -> Any:
+    from serve.api import pb
+
+    fields = dict(fields)
+    fields["output_format"] = (
+        pb.OUTPUT_FORMAT_GIF if fields.get("output_format") == "gif" else pb.OUTPUT_FORMAT_MP4
+    )
+    return pb.GenerationParams(**fields)
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from serve.client import VideogenClient
+
+    return VideogenClient(args.target, api_key=args.api_key)
+
+
+def _print_job(job: Any) -> None:
+    from google.protobuf import json_format
+
+    print(json_format.MessageToJson(job, preserving_proto_field_name=True))
+
+
+def add_client_commands(
+    commands: Any,
+    add_generation_args: Callable[[argparse.ArgumentParser], None],
+    fields: Callable[[argparse.Namespace], dict[str, Any]],
+    progress_bar: type,
+) -> None:
+    """Register `videogen client <verb>`."""
+    client = commands.add_parser("client", help="talk to a running service")
+    client.add_argument("--target", default=DEFAULT_TARGET, help="HOST:PORT of the gRPC endpoint")
+    client.add_argument("--api-key", help="API key (bearer token) when the service requires one")
+    verbs = client.add_subparsers(dest="verb", required=True)
+
+    def generate(args: argparse.Namespace) -> int:
+        bar = progress_bar(args.model)
+        stages = {1: "queued", 2: "preparing", 3: "denoising", 4: "encoding", 5: "done"}
+        with _client(args) as api:
+            video = api.generate(
+                _params(fields(args)),
+                on_progress=lambda p: bar.update(stages.get(p.stage, "?"), p.step, p.total_steps),
+                timeout=args.timeout,
+            )
+        bar.close()
+        video.save(str(args.out))
+        s = video.summary
+        print(
+            f"wrote {args.out} ({s.video_bytes} bytes, {s.num_frames} frames at {s.fps} fps, seed {s.seed}, "
+            f"{s.total_seconds:.2f}s)"
+        )
+        return 0
+
+    def submit(args: argparse.Namespace) -> int:
+        with _client(args) as api:
+            _print_job(api.submit(_params(fields(args)), idempotency_key=args.idempotency_key))
+        return 0
+
+    def status(args: argparse.Namespace) -> int:
+        with _client(args) as api:
+            _print_job(api.get_job(args.job_id))
+        return 0
+
+    def watch(args: argparse.Namespace) -> int:
+        bar = progress_bar(args.job_id[:8])
+        with _client(args) as api:
+            job = api.wait(
+                args.job_id, lambda j: bar.update(str(j.state), j.progress.step, j.progress.total_steps)
+            )
+        bar.close()
+        _print_job(job)
+        return 0
+
+    def cancel(args: argparse.Namespace) -> int:
+        with _client(args) as api:
+            _print_job(api.cancel(args.job_id))
+        return 0
+
+    def fetch(args: argparse.Namespace) -> int:
+        with _client(args) as api:
+            data = api.fetch(args.job_id)
+        args.out.write_bytes(data)
+        print(f"wrote {args.out} ({len(data)} bytes)")
+        return 0
+
+    def models(args: argparse.Namespace) -> int:
+        with _client(args) as api:
+            for m in api.list_models():
+                print(
+                    f"{m.name:<18} {'t2v' if m.task == 1 else 'i2v'} {m.default_num_frames:>4} frames "
+                    f"{m.default_width}x{m.default_height} {m.default_num_inference_steps} steps  {m.weights}"
+                )
+        return 0
+
+    gen = verbs.add_parser("generate", help="Generate: stream progress, write the video")
+    add_generation_args(gen)
+    gen.add_argument("--out", type=Path, default=Path("out/clip.mp4"))
+    gen.add_argument("--timeout", type=float, default=None, help="deadline in seconds")
+    gen.set_defaults(run=generate)
+    sub = verbs.add_parser("submit", help="SubmitJob: start an async job, print it")
+    add_generation_args(sub)
+    sub.add_argument("--idempotency-key", default="")
+    sub.set_defaults(run=submit)
+    for name, run, help_text in [
+        ("status", status, "GetJob"),
+        ("watch", watch, "WatchJob until it ends"),
+        ("cancel", cancel, "CancelJob"),
+    ]:
+        verb = verbs.add_parser(name, help=help_text)
+        verb.add_argument("job_id")
+        verb.set_defaults(run=run)
+    fetch_verb = verbs.add_parser("fetch", help="FetchVideo of a finished job")
+    fetch_verb.add_argument("job_id")
+    fetch_verb.add_argument("--out", type=Path, default=Path("out/clip.mp4"))
+    fetch_verb.set_defaults(run=fetch)
+    verbs.add_parser("models", help="ListModels").set_defaults(run=models)
+
+    def guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        def call(args: argparse.Namespace) -> int:
+            if getattr(args, "out", None):
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                return run(args)
+            except grpc.RpcError as error:
+                print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+                return 1
+
+        return call
+
+    for verb in verbs.choices.values():
+        verb.set_defaults(run=guarded(verb.get_default("run")))

@@ -1,0 +1,290 @@
+"""Load a diffusers pipeline, apply memory options, run it with progress and cancellation."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from serve import video
+from serve.catalog import MemoryOptions, ModelSpec
+from serve.errors import Cancelled, InvalidArgument, ResourceExhausted
+from serve.families import get_family
+from serve.request import GenerationRequest
+from serve.weights import TINY, WeightsSource, resolve_weights
+
+log = logging.getLogger(__name__)
+
+
+class Stage(StrEnum):
+    PREPARING = "preparing"
+    DENOISING = "denoising"
+    ENCODING = "encoding"
+    DONE = "done"
+
+
+class ProgressEvent(BaseModel):
+    """Where a running generation is."""
+
+    stage: Stage
+    step: int = 0
+    total_steps: int = 0
+    elapsed_seconds: float = 0.0
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+class GenerationOutput(BaseModel):
+    """Decoded frames (uint8, frames x height x width x 3) and what it took to make them."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    frames: np.ndarray
+    seed: int
+    inference_seconds: float
+    steps_completed: int
+    peak_memory_bytes: int
+
+
+class EncodedVideo(BaseModel):
+    """A finished video file and its timings."""
+
+    data: bytes
+    mime_type: str
+    seed: int
+    num_frames: int
+    inference_seconds: float
+    encode_seconds: float
+    steps_completed: int
+    peak_memory_bytes: int
+
+
+def accelerator() -> torch.device | None:
+    """The CUDA device when one is present; None on the CPU."""
+    return torch.device("cuda") if torch.cuda.is_available() else None
+
+
+def compute_dtype(spec: ModelSpec, device: torch.device) -> torch.dtype:
+    """The model's dtype on an accelerator; float32 on the CPU, where half precision is slow or missing."""
+    return getattr(torch, spec.torch_dtype) if device.type == "cuda" else torch.float32
+
+
+def _denoiser(pipe: Any) -> torch.nn.Module:
+    return getattr(pipe, "transformer", None) or pipe.unet
+
+
+def apply_memory_options(pipe: Any, options: MemoryOptions, device: torch.device, dtype: torch.dtype) -> Any:
+    """Apply the diffusers memory savers that fit this device, then place the pipeline."""
+    if options.fp8_weights:
+        # Weights stay in float8_e4m3fn and are upcast layer by layer for each forward.
+        _denoiser(pipe).enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
+    if options.vae_tiling and hasattr(pipe.vae, "enable_tiling"):
+        pipe.vae.enable_tiling()
+    if options.vae_slicing and hasattr(pipe.vae, "enable_slicing"):
+        pipe.vae.enable_slicing()
+    if options.attention_slicing and hasattr(pipe, "enable_attention_slicing"):
+        pipe.enable_attention_slicing()
+    if options.cpu_offload and device.type == "cuda":
+        pipe.enable_model_cpu_offload()
+    else:
+        if options.cpu_offload:
+            log.info("cpu_offload needs an accelerator; the pipeline stays on %s", device)
+        pipe.to(device)
+    return pipe
+
+
+@contextlib.contextmanager
+def step_hook(pipe: Any, on_step: Callable[[int, int], None]) -> Iterator[None]:
+    """Call `on_step(done, total)` after every denoising step, via the scheduler.
+
+    Every family's loop calls `scheduler.step` once per step, while the pipelines' own callback
+    APIs differ (I2VGen-XL has none, ModelScope only the legacy one), so the scheduler is the one
+    hook that works for all. Raising from `on_step` stops the loop at that step boundary.
+    """
+    scheduler = pipe.scheduler
+    original = scheduler.step
+    done = 0
+
+    def step(*args: Any, **kwargs: Any) -> Any:
+        nonlocal done
+        result = original(*args, **kwargs)
+        done += 1
+        total = max(len(scheduler.timesteps) // getattr(scheduler, "order", 1), done)
+        on_step(done, total)
+        return result
+
+    scheduler.step = step
+    try:
+        yield
+    finally:
+        del scheduler.step  # drop the instance attribute; the class method shows through again
+
+
+def _peak_memory_reset(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError | MemoryError) or "out of memory" in str(exc).lower()
+
+
+class Engine:
+    """One pipeline for one model; generates one request at a time."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        weights: str = TINY,
+        memory: MemoryOptions | None = None,
+        device: torch.device | None = None,
+    ) -> None:
+        self.spec = spec
+        self.weights = weights
+        self.memory = memory if memory is not None else spec.memory
+        self.device = device or accelerator() or torch.device("cpu")
+        self.dtype = compute_dtype(spec, self.device)
+        self.family = get_family(spec.family)
+        self.pipe: Any = None
+        self.source: WeightsSource | None = None
+        self.load_seconds = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def tiny(self) -> bool:
+        return self.weights == TINY
+
+    def load(self) -> float:
+        """Resolve the weights, build the pipeline and place it; returns the seconds it took."""
+        import diffusers
+
+        start = time.perf_counter()
+        self.source = resolve_weights(self.spec, self.weights)
+        load_kwargs: dict[str, Any] = {"torch_dtype": self.dtype}
+        if self.spec.variant and self.device.type == "cuda" and not self.tiny:
+            load_kwargs["variant"] = self.spec.variant
+        pipeline_cls = getattr(diffusers, self.spec.pipeline_class)
+        pipe = self.family.load_pipeline(pipeline_cls, self.source, load_kwargs)
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = apply_memory_options(pipe, self.memory, self.device, self.dtype)
+        self.load_seconds = time.perf_counter() - start
+        log.info("loaded %s from %s in %.1fs", self.spec.name, self.source.describe(), self.load_seconds)
+        return self.load_seconds
+
+    def pipeline_call_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
+        """Everything the pipeline's `__call__` gets for this request (seeded generator included)."""
+        if request.model != self.spec.name:
+            raise InvalidArgument("model", f"this engine serves {self.spec.name!r}, not {request.model!r}")
+        kwargs = self.family.pipeline_kwargs(request, request.load_image())
+        # A CPU generator gives the same noise, and so the same frames, on every device.
+        kwargs["generator"] = torch.Generator("cpu").manual_seed(request.seed)
+        kwargs["output_type"] = "np"
+        return kwargs
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationOutput:
+        """Run the pipeline; reports every step and stops at the next step once `cancel` is set."""
+        if self.pipe is None:
+            self.load()
+        with self._lock:
+            return self._generate_locked(request, on_progress or (lambda event: None), cancel)
+
+    def _generate_locked(
+        self, request: GenerationRequest, on_progress: ProgressCallback, cancel: threading.Event | None
+    ) -> GenerationOutput:
+        start = time.perf_counter()
+        steps_done = 0
+
+        def on_step(done: int, total: int) -> None:
+            nonlocal steps_done
+            steps_done = done
+            elapsed = time.perf_counter() - start
+            on_progress(
+                ProgressEvent(stage=Stage.DENOISING, step=done, total_steps=total, elapsed_seconds=elapsed)
+            )
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"cancelled after step {done} of {total}")
+            if done == total:
+                on_progress(
+                    ProgressEvent(stage=Stage.ENCODING, step=done, total_steps=total, elapsed_seconds=elapsed)
+                )
+
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled before it started")
+        on_progress(ProgressEvent(stage=Stage.PREPARING, total_steps=request.num_inference_steps))
+        kwargs = self.pipeline_call_kwargs(request)
+        _peak_memory_reset(self.device)
+        try:
+            with step_hook(self.pipe, on_step), torch.inference_mode():
+                output = self.pipe(**kwargs)
+        except Cancelled:
+            raise
+        except Exception as exc:
+            if _is_oom(exc):
+                raise ResourceExhausted(f"out of memory generating {request.model}: {exc}") from None
+            raise
+        finally:
+            kwargs.clear()
+            gc.collect()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        frames = video.to_uint8(np.asarray(output.frames[0]))
+        return GenerationOutput(
+            frames=frames,
+            seed=request.seed,
+            inference_seconds=time.perf_counter() - start,
+            steps_completed=steps_done,
+            peak_memory_bytes=_peak_memory(self.device),
+        )
+
+    def generate_video(
+        self,
+        request: GenerationRequest,
+        on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> EncodedVideo:
+        """Generate, then encode to the requested container."""
+        output = self.generate(request, on_progress, cancel)
+        start = time.perf_counter()
+        data = video.encode(output.frames, request.fps, request.output_format)
+        encode_seconds = time.perf_counter() - start
+        if on_progress is not None:
+            on_progress(
+                ProgressEvent(
+                    stage=Stage.DONE,
+                    step=output.steps_completed,
+                    total_steps=output.steps_completed,
+                    elapsed_seconds=output.inference_seconds + encode_seconds,
+                )
+            )
+        return EncodedVideo(
+            data=data,
+            mime_type=video.MIME_TYPES[request.output_format],
+            seed=output.seed,
+            num_frames=len(output.frames),
+            inference_seconds=output.inference_seconds,
+            encode_seconds=encode_seconds,
+            steps_completed=output.steps_completed,
+            peak_memory_bytes=output.peak_memory_bytes,
+        )

@@ -1,0 +1,26 @@
+"""What most families share: plain loading and the text-to-video arguments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from serve.request import GenerationRequest
+from serve.weights import WeightsSource
+
+
+def load_pipeline(pipeline_cls: type, source: WeightsSource, load_kwargs: dict[str, Any]) -> Any:
+    """`from_pretrained` of the weights directory."""
+    return pipeline_cls.from_pretrained(str(source.path), **load_kwargs)
+
+
+def text_video_kwargs(request: GenerationRequest) -> dict[str, Any]:
+    """Arguments every prompt-driven video pipeline takes under the same names."""
+    return {
+        "prompt": request.prompt,
+        "negative_prompt": request.negative_prompt,
+        "num_frames": request.num_frames,
+        "height": request.height,
+        "width": request.width,
+        "num_inference_steps": request.num_inference_steps,
+        "guidance_scale": request.guidance_scale,
+    }

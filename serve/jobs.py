@@ -1,0 +1,227 @@
+"""Job records, kept outside any Router replica: a named, detached Ray actor persisted to disk."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+import uuid
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from serve.errors import InvalidArgument, NotFound
+from serve.results import check_job_id
+
+STORE_NAME = "videogen-job-store"
+STORE_NAMESPACE = "videogen"
+IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+class JobRecord(BaseModel):
+    """Everything GetJob reports about one job."""
+
+    job_id: str
+    model: str
+    state: JobState = JobState.QUEUED
+    stage: str = "queued"
+    step: int = 0
+    total_steps: int = 0
+    elapsed_seconds: float = 0.0
+    error: str = ""
+    error_code: str = ""
+    created_at: float
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    idempotency_key: str = ""
+    owner: str = ""
+    summary: dict[str, Any] | None = None
+    cancel_requested: bool = False
+    version: int = 0
+
+    @property
+    def ended(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+def check_idempotency_key(key: str) -> str:
+    if key and not IDEMPOTENCY_KEY_PATTERN.fullmatch(key):
+        raise InvalidArgument("idempotency_key", "must be 1-128 characters of [A-Za-z0-9._:-]")
+    return key
+
+
+class JobBook:
+    """The job state machine; the actor below shares it across replicas, tests use it directly."""
+
+    def __init__(self, directory: str | Path | None = None, ttl_s: float = 86400.0) -> None:
+        self.jobs: dict[str, JobRecord] = {}
+        self.by_key: dict[tuple[str, str], str] = {}
+        self.ttl_s = ttl_s
+        self.directory = Path(directory) if directory else None
+        if self.directory:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            for path in self.directory.glob("*.json"):
+                self._remember(JobRecord.model_validate_json(path.read_text()))
+
+    def _remember(self, record: JobRecord) -> None:
+        self.jobs[record.job_id] = record
+        if record.idempotency_key:
+            self.by_key[(record.owner, record.idempotency_key)] = record.job_id
+
+    def _persist(self, record: JobRecord) -> None:
+        if self.directory:
+            tmp = self.directory / f".{record.job_id}.tmp"
+            tmp.write_text(record.model_dump_json())
+            tmp.replace(self.directory / f"{record.job_id}.json")
+
+    def _update(self, record: JobRecord, **changes: Any) -> JobRecord:
+        for name, value in changes.items():
+            setattr(record, name, value)
+        record.version += 1
+        if record.ended:
+            self._persist(record)
+        return record
+
+    def create(self, model: str, idempotency_key: str = "", owner: str = "") -> tuple[JobRecord, bool]:
+        """A new QUEUED job, or the existing one with the same idempotency key (created=False)."""
+        check_idempotency_key(idempotency_key)
+        existing = self.by_key.get((owner, idempotency_key)) if idempotency_key else None
+        if existing is not None and existing in self.jobs:
+            return self.jobs[existing], False
+        record = JobRecord(
+            job_id=uuid.uuid4().hex,
+            model=model,
+            created_at=time.time(),
+            idempotency_key=idempotency_key,
+            owner=owner,
+        )
+        self._remember(record)
+        return record, True
+
+    def get(self, job_id: str, owner: str | None = None) -> JobRecord:
+        record = self.jobs.get(check_job_id(job_id))
+        if record is None or (owner is not None and record.owner != owner):
+            raise NotFound(f"job {job_id} does not exist")
+        return record
+
+    def start(self, job_id: str) -> bool:
+        """QUEUED -> RUNNING; False when the job was cancelled (or ended) before it started."""
+        record = self.get(job_id)
+        if record.state is not JobState.QUEUED:
+            return False
+        self._update(record, state=JobState.RUNNING, stage="preparing", started_at=time.time())
+        return True
+
+    def progress(self, job_id: str, stage: str, step: int, total_steps: int, elapsed: float) -> bool:
+        """Record progress; returns True when the job should stop (cancel requested)."""
+        record = self.get(job_id)
+        if not record.ended:
+            self._update(record, stage=stage, step=step, total_steps=total_steps, elapsed_seconds=elapsed)
+        return record.cancel_requested or record.ended
+
+    def succeed(self, job_id: str, summary: dict[str, Any]) -> JobRecord:
+        record = self.get(job_id)
+        if record.ended:
+            return record
+        return self._update(
+            record, state=JobState.SUCCEEDED, stage="done", summary=summary, finished_at=time.time()
+        )
+
+    def fail(self, job_id: str, code: str, error: str) -> JobRecord:
+        """Mark FAILED (or CANCELLED when the failure is the requested cancellation)."""
+        record = self.get(job_id)
+        if record.ended:
+            return record
+        state = JobState.CANCELLED if code == "CANCELLED" else JobState.FAILED
+        return self._update(record, state=state, error_code=code, error=error, finished_at=time.time())
+
+    def cancel(self, job_id: str, owner: str | None = None) -> JobRecord:
+        """A queued job ends at once; a running one stops at its next step."""
+        record = self.get(job_id, owner)
+        if record.ended:
+            return record
+        if record.state is JobState.QUEUED:
+            return self._update(
+                record,
+                state=JobState.CANCELLED,
+                error_code="CANCELLED",
+                error="cancelled by the caller",
+                cancel_requested=True,
+                finished_at=time.time(),
+            )
+        return self._update(record, cancel_requested=True)
+
+    def counts(self) -> dict[str, int]:
+        counts = {state.value: 0 for state in JobState}
+        for record in self.jobs.values():
+            counts[record.state.value] += 1
+        return counts
+
+    def expire(self, now: float | None = None) -> list[str]:
+        """Forget ended jobs older than the TTL; returns their ids (their videos go too)."""
+        now = now or time.time()
+        expired = [r.job_id for r in self.jobs.values() if r.ended and now - r.finished_at > self.ttl_s]
+        for job_id in expired:
+            record = self.jobs.pop(job_id)
+            self.by_key.pop((record.owner, record.idempotency_key), None)
+            if self.directory:
+                (self.directory / f"{job_id}.json").unlink(missing_ok=True)
+        return expired
+
+
+class JobStoreActor:
+    """Async Ray actor around JobBook; `wait` lets WatchJob long-poll for the next change."""
+
+    def __init__(self, directory: str, ttl_s: float) -> None:
+        self.book = JobBook(directory, ttl_s)
+        self.changed = asyncio.Condition()
+
+    async def _notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Run a JobBook method; errors travel back to the caller as themselves."""
+        result = getattr(self.book, method)(*args, **kwargs)
+        if method not in ("get", "counts"):
+            await self._notify()
+        return result
+
+    async def wait(
+        self, job_id: str, after_version: int, timeout_s: float, owner: str | None = None
+    ) -> JobRecord:
+        """The job once its version passes `after_version`, or as it is after `timeout_s`."""
+        async with self.changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.changed.wait_for(lambda: self.book.get(job_id, owner).version > after_version),
+                    timeout_s,
+                )
+        return self.book.get(job_id, owner)
+
+
+def job_store(directory: str, ttl_s: float = 86400.0) -> Any:
+    """The job store of this results directory, created on first use; it outlives Router replicas."""
+    import hashlib
+
+    import ray
+
+    actor_cls = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=1000)(JobStoreActor)
+    return actor_cls.options(
+        name=f"{STORE_NAME}-{hashlib.sha1(directory.encode()).hexdigest()[:10]}",
+        namespace=STORE_NAMESPACE, lifetime="detached", get_if_exists=True
+    ).remote(directory, ttl_s)

@@ -1,0 +1,183 @@
+"""Turning what a caller sent into a complete, validated generation request."""
+
+from __future__ import annotations
+
+import io
+import math
+import secrets
+from enum import StrEnum
+
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+
+from serve.catalog import FloatRange, IntRange, Knob, Limits, ModelSpec, Task
+from serve.errors import InvalidArgument
+
+MAX_PROMPT_CHARS = 2000
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+MAX_IMAGE_PIXELS = 4096 * 4096
+IMAGE_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
+MAX_SEED = 2**63 - 1
+
+KNOB_RANGES: dict[Knob, IntRange | FloatRange] = {
+    Knob.MOTION_BUCKET_ID: IntRange(min=1, max=255),
+    Knob.NOISE_AUG_STRENGTH: FloatRange(min=0.0, max=1.0),
+    Knob.DECODE_CHUNK_SIZE: IntRange(min=1, max=128),
+    Knob.TRUE_CFG_SCALE: FloatRange(min=1.0, max=20.0),
+}
+KNOB_DEFAULTS: dict[Knob, float | int] = {
+    Knob.MOTION_BUCKET_ID: 127,
+    Knob.NOISE_AUG_STRENGTH: 0.02,
+    Knob.TRUE_CFG_SCALE: 1.0,
+}
+
+
+class OutputFormat(StrEnum):
+    MP4 = "mp4"
+    GIF = "gif"
+
+
+class RequestFields(BaseModel):
+    """What a caller sent: every field optional, nothing checked yet."""
+
+    model: str = ""
+    prompt: str = ""
+    negative_prompt: str = ""
+    image: bytes = b""
+    num_frames: int | None = None
+    fps: int | None = None
+    height: int | None = None
+    width: int | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    seed: int | None = None
+    output_format: OutputFormat = OutputFormat.MP4
+    motion_bucket_id: int | None = None
+    noise_aug_strength: float | None = None
+    decode_chunk_size: int | None = None
+    true_cfg_scale: float | None = None
+
+
+class GenerationRequest(BaseModel):
+    """A complete request: defaults applied, every value inside the model's limits."""
+
+    model_config = ConfigDict(frozen=True)
+    model: str
+    prompt: str
+    negative_prompt: str | None = None
+    image: bytes | None = Field(None, repr=False)
+    num_frames: int
+    fps: int
+    height: int
+    width: int
+    num_inference_steps: int
+    guidance_scale: float
+    seed: int
+    output_format: OutputFormat = OutputFormat.MP4
+    motion_bucket_id: int | None = None
+    noise_aug_strength: float | None = None
+    decode_chunk_size: int | None = None
+    true_cfg_scale: float | None = None
+
+    def load_image(self) -> Image.Image | None:
+        """The conditioning image as RGB (already checked to decode when the request was built)."""
+        return None if self.image is None else decode_image(self.image).convert("RGB")
+
+
+def _checked_int(field: str, value: int | None, default: int, allowed: IntRange) -> int:
+    value = default if value in (None, 0) else value
+    if not allowed.contains(value):
+        raise InvalidArgument(field, f"{value} is outside the allowed range {allowed.describe()}")
+    return value
+
+
+def _checked_float(field: str, value: float | None, default: float, allowed: FloatRange) -> float:
+    value = default if value is None else value
+    if not math.isfinite(value):
+        raise InvalidArgument(field, f"must be a finite number, got {value}")
+    if not allowed.contains(value):
+        raise InvalidArgument(field, f"{value:g} is outside the allowed range {allowed.describe()}")
+    return value
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Decode image bytes with bounds on size, pixel count and format."""
+    if len(data) > MAX_IMAGE_BYTES:
+        raise InvalidArgument("image", f"{len(data)} bytes is more than the limit of {MAX_IMAGE_BYTES}")
+    try:
+        image = Image.open(io.BytesIO(data))
+        if image.format not in IMAGE_FORMATS:
+            raise InvalidArgument("image", f"format {image.format} is not one of {sorted(IMAGE_FORMATS)}")
+        if image.width * image.height > MAX_IMAGE_PIXELS:
+            raise InvalidArgument(
+                "image", f"{image.width}x{image.height} has more than {MAX_IMAGE_PIXELS} pixels"
+            )
+        image.load()
+    except InvalidArgument:
+        raise
+    except Exception as exc:  # PIL raises many types for corrupt data
+        raise InvalidArgument("image", f"does not decode as an image ({exc})") from None
+    return image
+
+
+def _check_knob(spec: ModelSpec, knob: Knob, value: float | int | None) -> float | int | None:
+    if value is None:
+        return KNOB_DEFAULTS.get(knob) if knob in spec.knobs else None
+    if knob not in spec.knobs:
+        raise InvalidArgument(knob.value, f"is not accepted by model {spec.name!r}")
+    allowed = KNOB_RANGES[knob]
+    if isinstance(allowed, IntRange):
+        return _checked_int(knob.value, int(value), int(value), allowed)
+    return _checked_float(knob.value, float(value), float(value), allowed)
+
+
+def build_request(spec: ModelSpec, limits: Limits, fields: RequestFields) -> GenerationRequest:
+    """Apply the model's defaults to `fields` and check every value; raises InvalidArgument."""
+    prompt = fields.prompt.strip()
+    if len(fields.prompt) > MAX_PROMPT_CHARS:
+        raise InvalidArgument("prompt", f"{len(fields.prompt)} characters is more than {MAX_PROMPT_CHARS}")
+    if len(fields.negative_prompt) > MAX_PROMPT_CHARS:
+        raise InvalidArgument(
+            "negative_prompt", f"{len(fields.negative_prompt)} characters is more than {MAX_PROMPT_CHARS}"
+        )
+    if fields.negative_prompt and Knob.NEGATIVE_PROMPT not in spec.knobs:
+        raise InvalidArgument("negative_prompt", f"is not accepted by model {spec.name!r}")
+    image_only = spec.family == "svd"
+    if not prompt and not image_only:
+        raise InvalidArgument("prompt", f"is required by model {spec.name!r}")
+    if spec.task is Task.T2V and fields.image:
+        raise InvalidArgument("image", f"model {spec.name!r} is text-to-video and takes no image")
+    if spec.task is Task.I2V:
+        if not fields.image:
+            raise InvalidArgument("image", f"model {spec.name!r} is image-to-video and needs an image")
+        decode_image(fields.image)
+    seed = secrets.randbelow(2**31) if fields.seed is None else fields.seed
+    if not 0 <= seed <= MAX_SEED:
+        raise InvalidArgument("seed", f"{seed} is outside the allowed range [0, {MAX_SEED}]")
+    num_frames = _checked_int("num_frames", fields.num_frames, limits.default_num_frames, limits.num_frames)
+    decode_chunk_size = _check_knob(spec, Knob.DECODE_CHUNK_SIZE, fields.decode_chunk_size)
+    return GenerationRequest(
+        model=spec.name,
+        prompt=prompt,
+        negative_prompt=fields.negative_prompt or None,
+        image=fields.image or None,
+        num_frames=num_frames,
+        fps=_checked_int("fps", fields.fps, limits.default_fps, limits.fps),
+        height=_checked_int("height", fields.height, limits.default_height, limits.height),
+        width=_checked_int("width", fields.width, limits.default_width, limits.width),
+        num_inference_steps=_checked_int(
+            "num_inference_steps",
+            fields.num_inference_steps,
+            limits.default_num_inference_steps,
+            limits.num_inference_steps,
+        ),
+        guidance_scale=_checked_float(
+            "guidance_scale", fields.guidance_scale, limits.default_guidance_scale, limits.guidance_scale
+        ),
+        seed=seed,
+        output_format=fields.output_format,
+        motion_bucket_id=_check_knob(spec, Knob.MOTION_BUCKET_ID, fields.motion_bucket_id),
+        noise_aug_strength=_check_knob(spec, Knob.NOISE_AUG_STRENGTH, fields.noise_aug_strength),
+        decode_chunk_size=None if decode_chunk_size is None else min(int(decode_chunk_size), num_frames),
+        true_cfg_scale=_check_knob(spec, Knob.TRUE_CFG_SCALE, fields.true_cfg_scale),
+    )

@@ -1,0 +1,66 @@
+"""Where finished videos are kept: a directory shared by every replica (a volume on Kubernetes)."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from serve.errors import InvalidArgument, NotFound
+
+JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+EXTENSIONS = {"video/mp4": ".mp4", "image/gif": ".gif"}
+
+
+def check_job_id(job_id: str) -> str:
+    """Job ids are server-made uuid4 hex strings; anything else is rejected (no path from user input)."""
+    if not JOB_ID_PATTERN.fullmatch(job_id):
+        raise InvalidArgument("job_id", "must be the 32-character hex id SubmitJob returned")
+    return job_id
+
+
+class ResultStore:
+    """Finished videos on disk, one file per job, written atomically."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, job_id: str, mime_type: str) -> Path:
+        return self.root / f"{check_job_id(job_id)}{EXTENSIONS[mime_type]}"
+
+    def put(self, job_id: str, data: bytes, mime_type: str) -> Path:
+        """Store a job's video; readers never see a partial file."""
+        path = self._path(job_id, mime_type)
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".partial-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def find(self, job_id: str) -> Path:
+        for mime_type in EXTENSIONS:
+            path = self._path(job_id, mime_type)
+            if path.is_file():
+                return path
+        raise NotFound(f"no video stored for job {job_id}")
+
+    def chunks(self, job_id: str, chunk_bytes: int) -> Iterator[tuple[int, int, bytes]]:
+        """(offset, total size, data) pieces of a stored video."""
+        path = self.find(job_id)
+        total = path.stat().st_size
+        with path.open("rb") as handle:
+            offset = 0
+            while data := handle.read(chunk_bytes):
+                yield offset, total, data
+                offset += len(data)
+
+    def delete(self, job_id: str) -> None:
+        for mime_type in EXTENSIONS:
+            self._path(job_id, mime_type).unlink(missing_ok=True)

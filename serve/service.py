@@ -1,0 +1,74 @@
+"""`videogen serve`: start (or join) Ray, deploy the application, serve until interrupted."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+from serve.config import SERVICER_FUNCTIONS, ServeConfig
+from serve.offline import prepare_ray_environment
+
+log = logging.getLogger(__name__)
+
+
+def start(config: ServeConfig) -> None:
+    """Start Ray (unless an address is given), Serve's proxies, and the application; returns when ready."""
+    prepare_ray_environment()
+    import ray
+    from ray import serve
+    from ray.serve.config import gRPCOptions
+
+    from serve.deployments import build_app
+
+    Path(config.app.results_dir).mkdir(parents=True, exist_ok=True)
+    if not ray.is_initialized():
+        ray.init(
+            address=config.ray.address,
+            num_cpus=config.ray.num_cpus if not config.ray.address else None,
+            num_gpus=config.ray.num_gpus if not config.ray.address else None,
+            include_dashboard=config.ray.include_dashboard,
+            namespace="videogen",
+            _metrics_export_port=config.ray.metrics_export_port if not config.ray.address else None,
+            configure_logging=True,
+            logging_level=logging.WARNING,
+        )
+    serve.start(
+        http_options={"host": config.host, "port": config.http_port},
+        grpc_options=gRPCOptions(
+            port=config.grpc_port,
+            grpc_servicer_functions=SERVICER_FUNCTIONS,
+            request_timeout_s=config.request_timeout_s,
+        ),
+    )
+    serve.run(build_app(config.app), name=config.app_name, route_prefix="/", blocking=False)
+
+
+def stop() -> None:
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
+def run_service(config_path: str | Path) -> int:
+    """Serve until SIGINT/SIGTERM, then shut down cleanly."""
+    config = ServeConfig.from_file(config_path)
+    began = time.perf_counter()
+    start(config)
+    print(
+        f"videogen: serving {len(config.app.models)} models on gRPC 127.0.0.1:{config.grpc_port} "
+        f"(ready in {time.perf_counter() - began:.1f}s); metrics on :{config.ray.metrics_export_port}. "
+        "Ctrl-C stops.",
+        flush=True,
+    )
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    stopping.wait()
+    print("videogen: shutting down", flush=True)
+    stop()
+    return 0

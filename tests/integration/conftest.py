@@ -1,0 +1,89 @@
+"""One real Ray cluster and Serve instance per test session, with every model on tiny weights."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from serve.catalog import CATALOG
+from serve.config import SERVICER_FUNCTIONS, AppConfig
+
+# Few steps are fast; tests that need a long-running request ask for more steps.
+BACKPRESSURE_MODEL = "modelscope-t2v"
+BACKPRESSURE_QUEUE = 2
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Service:
+    target: str
+    config: AppConfig
+    results_dir: Path
+    metrics_port: int
+
+    def client(self, **kwargs):
+        from serve.client import VideogenClient
+
+        return VideogenClient(self.target, **kwargs)
+
+
+def make_app_config(results_dir: Path) -> AppConfig:
+    models = []
+    for name in CATALOG:
+        model = {
+            "name": name,
+            "weights": "tiny",
+            "num_cpus": 0.1,
+            "max_queued_requests": 16,
+            "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+        }
+        if name == BACKPRESSURE_MODEL:
+            model["max_queued_requests"] = BACKPRESSURE_QUEUE
+        models.append(model)
+    return AppConfig.model_validate({"models": models, "results_dir": str(results_dir)})
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[int]:
+    import ray
+    from ray import serve
+
+    metrics_port = free_port()
+    ray.init(
+        num_cpus=32,
+        num_gpus=2,
+        include_dashboard=False,
+        namespace="videogen",
+        _metrics_export_port=metrics_port,
+        logging_level="WARNING",
+    )
+    yield metrics_port
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def service(ray_cluster: int, tmp_path_factory: pytest.TempPathFactory) -> Service:
+    from ray import serve
+    from ray.serve.config import gRPCOptions
+
+    from serve.deployments import build_app
+
+    results_dir = tmp_path_factory.mktemp("results")
+    grpc_port = free_port()
+    serve.start(
+        http_options={"host": "127.0.0.1", "port": free_port()},
+        grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=SERVICER_FUNCTIONS),
+    )
+    config = make_app_config(results_dir)
+    serve.run(build_app(config), name="videogen", route_prefix="/")
+    return Service(f"127.0.0.1:{grpc_port}", config, results_dir, ray_cluster)

@@ -1,0 +1,235 @@
+"""The gRPC API end to end: real Ray Serve, real gRPC over loopback, real MP4s."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+
+from serve.api import pb
+from serve.catalog import CATALOG, Task, get_spec
+from serve.video import probe_mp4
+from tests.integration.conftest import BACKPRESSURE_MODEL, BACKPRESSURE_QUEUE
+from tests.unit.test_request import png
+
+pytestmark = pytest.mark.integration
+
+
+def params(model: str, **fields) -> pb.GenerationParams:
+    defaults = {"prompt": "a red fox in the snow", "seed": 5}
+    if get_spec(model).task is Task.I2V:
+        defaults["image"] = png()
+    return pb.GenerationParams(model=model, **{**defaults, **fields})
+
+
+def tiny_expectations(model: str) -> tuple[int, int, int, float]:
+    limits = get_spec(model).tiny_limits
+    return limits.default_num_frames, limits.default_height, limits.default_width, float(limits.default_fps)
+
+
+def test_list_models_reports_every_deployed_model_with_limits(service):
+    with service.client() as client:
+        models = {m.name: m for m in client.list_models()}
+    assert set(models) == set(CATALOG)
+    svd = models["svd"]
+    assert svd.task == pb.TASK_I2V and "motion_bucket_id" in svd.knobs
+    assert svd.num_frames.max == get_spec("svd").tiny_limits.num_frames.max
+
+
+@pytest.mark.parametrize("model", sorted(CATALOG))
+def test_generate_streams_progress_then_a_decodable_mp4(service, model):
+    progress: list[pb.Progress] = []
+    with service.client() as client:
+        video = client.generate(params(model), on_progress=progress.append, timeout=120)
+    assert probe_mp4(video.data) == tiny_expectations(model)
+    assert video.summary.video_bytes == len(video.data) and video.summary.seed == 5
+    stages = [p.stage for p in progress]
+    assert stages[0] == pb.STAGE_QUEUED and pb.STAGE_DENOISING in stages and stages[-1] == pb.STAGE_DONE
+
+
+@pytest.mark.parametrize("model", sorted(CATALOG))
+def test_submit_watch_fetch_gives_the_same_video_as_generate(service, model):
+    with service.client() as client:
+        job = client.submit(params(model))
+        assert job.state in (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING) and len(job.job_id) == 32
+        final = client.wait(job.job_id, timeout=120)
+        assert final.state == pb.JOB_STATE_SUCCEEDED, final.error
+        data = client.fetch(final.job_id, chunk_bytes=1024)
+        direct = client.generate(params(model), timeout=120)
+    assert probe_mp4(data) == tiny_expectations(model)
+    assert final.summary.sha256 == direct.summary.sha256  # same seed, same bytes
+    assert final.started_at >= final.created_at and final.finished_at >= final.started_at
+
+
+def test_progress_arrives_while_the_video_is_being_made(service):
+    arrivals: list[float] = []
+    with service.client() as client:
+        client.generate(
+            params("hunyuanvideo", num_inference_steps=40),
+            on_progress=lambda p: (
+                arrivals.append(time.monotonic()) if p.stage == pb.STAGE_DENOISING else None
+            ),
+            timeout=120,
+        )
+    assert len(arrivals) == 40
+    # Streamed as made: the first and last step events are as far apart as the steps took.
+    assert arrivals[-1] - arrivals[0] > 0.2
+
+
+def test_a_large_video_arrives_intact_in_chunks(service):
+    # GIF of random-weight output barely compresses: at the tiny model's largest size it is well over 4 MB.
+    limits = get_spec("modelscope-t2v").tiny_limits
+    request = params(
+        "modelscope-t2v",
+        num_frames=limits.num_frames.max,
+        height=limits.height.max,
+        width=limits.width.max,
+        output_format=pb.OUTPUT_FORMAT_GIF,
+    )
+    chunks = 0
+    with service.client() as client:
+        for event in client.generate_stream(request, timeout=300):
+            chunks += event.WhichOneof("event") == "chunk"
+        video = client.generate(request, timeout=300)
+    assert video.summary.video_bytes > 4 * 1024 * 1024
+    assert chunks == -(-video.summary.video_bytes // service.config.router.chunk_bytes)
+    assert video.data[:6] == b"GIF89a"  # and client.generate checked the sha256 of the whole
+
+
+def test_cancel_job_stops_within_one_step_and_the_replica_serves_the_next(service):
+    with service.client() as client:
+        job = client.submit(params("hunyuanvideo", num_inference_steps=500))
+        step_at_cancel = 0
+        for update in client.watch(job.job_id, timeout=120):
+            if update.progress.step >= 3:
+                step_at_cancel = client.cancel(job.job_id).progress.step
+                break
+        final = client.wait(job.job_id, timeout=60)
+        assert final.state == pb.JOB_STATE_CANCELLED
+        assert final.progress.step <= step_at_cancel + 1
+        assert final.progress.step < 500
+        with pytest.raises(grpc.RpcError) as error:
+            client.fetch(job.job_id)
+        assert error.value.code() == grpc.StatusCode.NOT_FOUND
+        assert client.generate(params("hunyuanvideo"), timeout=60).summary.num_frames > 0
+
+
+def test_cancelling_the_generate_call_stops_the_denoising(service):
+    with service.client() as client:
+        stream = client.generate_stream(params("hunyuanvideo", num_inference_steps=500), timeout=120)
+        for event in stream:
+            if event.WhichOneof("event") == "progress" and event.progress.step >= 2:
+                stream.cancel()
+                break
+        # The replica is free again quickly: a full request completes well before 500 steps could run.
+        started = time.monotonic()
+        client.generate(params("hunyuanvideo"), timeout=60)
+    assert time.monotonic() - started < 20
+
+
+def test_unknown_model_is_not_found(service):
+    with service.client() as client, pytest.raises(grpc.RpcError) as error:
+        client.generate(params("sora"), timeout=30)
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND and "sora" in error.value.details()
+
+
+@pytest.mark.parametrize(
+    ("model", "fields", "field"),
+    [
+        ("hunyuanvideo", {"prompt": ""}, "prompt"),
+        ("hunyuanvideo", {"num_frames": 1000}, "num_frames"),
+        ("hunyuanvideo", {"height": 33}, "height"),
+        ("hunyuanvideo", {"width": 4096}, "width"),
+        ("hunyuanvideo", {"num_inference_steps": 10_000}, "num_inference_steps"),
+        ("hunyuanvideo", {"guidance_scale": float("nan")}, "guidance_scale"),
+        ("hunyuanvideo", {"fps": 1000}, "fps"),
+        ("hunyuanvideo", {"image": b"\x89PNG"}, "image"),
+        ("svd", {"image": b"garbage"}, "image"),
+        ("svd", {"motion_bucket_id": 999}, "motion_bucket_id"),
+        ("svd", {"noise_aug_strength": -1.0}, "noise_aug_strength"),
+    ],
+)
+def test_each_invalid_field_is_invalid_argument_naming_it(service, model, fields, field):
+    with service.client() as client:
+        for call in (
+            lambda: client.generate(params(model, **fields), timeout=30),
+            lambda: client.submit(params(model, **fields)),
+        ):
+            with pytest.raises(grpc.RpcError) as error:
+                call()
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert error.value.details().startswith(f"{field}:")
+
+
+def test_job_lookups_reject_bad_ids_and_unknown_jobs(service):
+    with service.client() as client:
+        for call, job_id, code in [
+            (client.get_job, "../../etc/passwd", grpc.StatusCode.INVALID_ARGUMENT),
+            (client.get_job, "f" * 32, grpc.StatusCode.NOT_FOUND),
+            (client.cancel, "f" * 32, grpc.StatusCode.NOT_FOUND),
+            (client.fetch, "f" * 32, grpc.StatusCode.NOT_FOUND),
+        ]:
+            with pytest.raises(grpc.RpcError) as error:
+                call(job_id)
+            assert error.value.code() == code
+
+
+def test_idempotency_key_returns_the_existing_job(service):
+    with service.client() as client:
+        first = client.submit(params("svd"), idempotency_key="order-42")
+        second = client.submit(params("svd"), idempotency_key="order-42")
+        assert first.job_id == second.job_id
+        assert client.wait(first.job_id, timeout=60).state == pb.JOB_STATE_SUCCEEDED
+
+
+def test_requests_beyond_running_plus_queued_are_resource_exhausted(service):
+    # One replica running one request, BACKPRESSURE_QUEUE waiting: the rest are refused at once.
+    total = 1 + BACKPRESSURE_QUEUE + 3
+    barrier = threading.Barrier(total)
+
+    def call(_: int) -> str:
+        with service.client() as client:
+            barrier.wait()
+            try:
+                client.generate(params(BACKPRESSURE_MODEL, num_inference_steps=40), timeout=240)
+                return "OK"
+            except grpc.RpcError as error:
+                return error.code().name
+
+    with ThreadPoolExecutor(total) as pool:
+        outcomes = list(pool.map(call, range(total)))
+    assert outcomes.count("OK") == 1 + BACKPRESSURE_QUEUE, outcomes
+    assert outcomes.count("RESOURCE_EXHAUSTED") == total - 1 - BACKPRESSURE_QUEUE, outcomes
+
+
+def test_two_models_run_at_the_same_time_on_their_own_deployments(service):
+    windows: dict[str, list[float]] = {"hunyuanvideo": [], "animatediff": []}
+
+    def run(model: str) -> None:
+        with service.client() as client:
+            client.generate(
+                params(model, num_inference_steps=30),
+                on_progress=lambda p: (
+                    windows[model].append(time.monotonic()) if p.stage == pb.STAGE_DENOISING else None
+                ),
+                timeout=120,
+            )
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(run, windows))
+    first, second = windows.values()
+    # Their denoising loops overlap in time: neither waited for the other to finish.
+    assert max(first[0], second[0]) < min(first[-1], second[-1])
+
+
+def test_health_service_reports_serving(service):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(service.target) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), metadata=[("application", "videogen")], timeout=10
+        )
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING

@@ -1,0 +1,53 @@
+"""Configuration: validation errors and the Serve config it produces."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+from ray.serve.schema import ServeDeploySchema
+
+from serve.config import AppConfig, ServeConfig
+from serve.deployments import model_deployment_options
+
+
+def test_local_config_validates_and_becomes_a_valid_serve_config():
+    config = ServeConfig.from_file("configs/local.yaml")
+    schema = ServeDeploySchema.model_validate(config.to_serve_deploy())
+    assert schema.applications[0].import_path == "serve.deployments:build_app"
+    assert {m.name for m in config.app.models} == {
+        "cogvideox-2b", "cogvideox-5b", "cogvideox-5b-i2v", "hunyuanvideo", "svd", "svd-xt",
+        "modelscope-t2v", "i2vgen-xl", "animatediff",
+    }  # fmt: skip
+
+
+def test_unknown_model_is_rejected_with_the_known_names():
+    with pytest.raises(ValidationError, match="unknown model 'sora'.*svd"):
+        AppConfig.model_validate({"models": [{"name": "sora"}]})
+
+
+def test_models_listed_twice_are_rejected():
+    with pytest.raises(ValidationError, match="listed twice: svd"):
+        AppConfig.model_validate({"models": [{"name": "svd"}, {"name": "svd"}]})
+
+
+def test_autoscaling_bounds_must_be_ordered():
+    with pytest.raises(ValidationError, match="min_replicas 3 exceeds max_replicas 2"):
+        AppConfig.model_validate(
+            {"models": [{"name": "svd", "autoscaling": {"min_replicas": 3, "max_replicas": 2}}]}
+        )
+
+
+def test_deployment_options_carry_autoscaling_and_resources():
+    model = AppConfig.model_validate(
+        {
+            "models": [
+                {"name": "svd", "num_gpus": 1, "max_queued_requests": 3, "autoscaling": {"max_replicas": 4}}
+            ]
+        }
+    ).models[0]
+    options = model_deployment_options(model)
+    assert options["name"] == "Model_svd"
+    assert options["max_queued_requests"] == 3
+    assert options["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 1.0}
+    assert options["autoscaling_config"]["max_replicas"] == 4
+    assert options["autoscaling_config"]["target_ongoing_requests"] == 1.0

@@ -1,0 +1,98 @@
+"""The engine on every tiny checkpoint: real from_pretrained, real pipelines, real MP4s."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from serve.catalog import CATALOG, MemoryOptions, Task, get_spec
+from serve.engine import Engine, ProgressEvent, Stage
+from serve.errors import Cancelled, WeightsMissing
+from serve.request import RequestFields, build_request
+from serve.video import probe_mp4
+from tests.unit.test_request import png
+
+_ENGINES: dict[str, Engine] = {}
+
+
+def engine_for(model: str) -> Engine:
+    if model not in _ENGINES:
+        _ENGINES[model] = Engine(get_spec(model), "tiny")
+        _ENGINES[model].load()
+    return _ENGINES[model]
+
+
+def tiny_request(model: str, **fields):
+    spec = get_spec(model)
+    defaults = {"prompt": "a red fox in the snow", "seed": 7}
+    if spec.task is Task.I2V:
+        defaults["image"] = png()
+    return build_request(spec, spec.tiny_limits, RequestFields(model=model, **{**defaults, **fields}))
+
+
+@pytest.mark.parametrize("model", sorted(CATALOG))
+def test_every_model_makes_an_mp4_with_the_requested_frames_size_and_fps(model):
+    request = tiny_request(model)
+    events: list[ProgressEvent] = []
+    video = engine_for(model).generate_video(request, events.append)
+    assert probe_mp4(video.data) == (request.num_frames, request.height, request.width, float(request.fps))
+    denoising = [e.step for e in events if e.stage is Stage.DENOISING]
+    assert denoising == list(range(1, request.num_inference_steps + 1))
+    assert events[0].stage is Stage.PREPARING and events[-1].stage is Stage.DONE
+
+
+@pytest.mark.parametrize("model", ["hunyuanvideo", "svd"])
+def test_same_seed_same_frames_other_seed_other_frames(model):
+    engine = engine_for(model)
+    first = engine.generate(tiny_request(model, seed=11)).frames
+    again = engine.generate(tiny_request(model, seed=11)).frames
+    other = engine.generate(tiny_request(model, seed=12)).frames
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_cancel_stops_at_the_next_step_boundary():
+    engine = engine_for("hunyuanvideo")
+    cancel = threading.Event()
+    steps: list[int] = []
+
+    def on_progress(event: ProgressEvent) -> None:
+        if event.stage is Stage.DENOISING:
+            steps.append(event.step)
+            if event.step == 2:
+                cancel.set()
+
+    with pytest.raises(Cancelled, match="after step 2 of 10"):
+        engine.generate(tiny_request("hunyuanvideo", num_inference_steps=10), on_progress, cancel)
+    assert steps == [1, 2]
+    # The pipeline is usable again, with its scheduler unpatched.
+    assert "step" not in vars(engine.pipe.scheduler)
+    assert engine.generate(tiny_request("hunyuanvideo")).steps_completed == 2
+
+
+def test_missing_weights_name_the_repo_and_the_fetch_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(WeightsMissing) as error:
+        Engine(get_spec("cogvideox-5b"), "hub").load()
+    assert "THUDM/CogVideoX-5b" in str(error.value) and "hf download THUDM/CogVideoX-5b" in str(error.value)
+
+
+def test_a_weights_directory_without_a_checkpoint_says_how_to_make_one(tmp_path):
+    with pytest.raises(WeightsMissing, match="videogen tiny-models"):
+        Engine(get_spec("svd"), str(tmp_path)).load()
+
+
+def test_fp8_storage_option_keeps_the_denoiser_weights_in_float8():
+    import torch
+
+    engine = Engine(get_spec("hunyuanvideo"), "tiny", MemoryOptions(fp8_weights=True, vae_tiling=True))
+    engine.load()
+    dtypes = {p.dtype for p in engine.pipe.transformer.parameters()}
+    assert torch.float8_e4m3fn in dtypes
+    video = engine.generate_video(tiny_request("hunyuanvideo"))
+    assert probe_mp4(video.data)[0] == tiny_request("hunyuanvideo").num_frames
