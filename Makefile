@@ -24,11 +24,8 @@ $(STAMP): pyproject.toml constraints.txt setup.py
 
 install: $(STAMP)
 
-$(TINY_DIR)/.complete: $(STAMP) serve/tiny.py
-	$(BIN)/videogen tiny-models --out $(TINY_DIR)
-	touch $@
-
-tiny: $(TINY_DIR)/.complete
+tiny: $(STAMP)
+	$(BIN)/videogen tiny-models --out $(TINY_DIR) --if-stale
 
 serve: tiny
 	$(BIN)/videogen serve --config $(CONFIG)

@@ -113,7 +113,7 @@ class ModelSpec(BaseModel):
 # Sides every tiny checkpoint generates at: the VAEs compress 8x; the transformers add a 2x2 patch, while the
 # UNets pad odd latent sizes themselves.
 _TINY_DIT_SIDE = IntRange(min=16, max=128, step=16)
-_TINY_UNET_SIDE = IntRange(min=16, max=128, step=8)
+_TINY_UNET_SIDE = IntRange(min=16, max=512, step=8)
 
 
 def _tiny(
@@ -134,7 +134,7 @@ def _tiny(
         width=side,
         default_height=size,
         default_width=size,
-        num_inference_steps=IntRange(min=1, max=50),
+        num_inference_steps=IntRange(min=1, max=150),
         default_num_inference_steps=steps,
         default_guidance_scale=guidance,
     )
@@ -294,7 +294,7 @@ CATALOG: dict[str, ModelSpec] = {
                 default_num_inference_steps=25,
                 default_guidance_scale=9.0,
             ),
-            tiny_limits=_tiny(IntRange(min=1, max=16), 4, 8),
+            tiny_limits=_tiny(IntRange(min=1, max=32), 4, 8),
             memory=MemoryOptions(vae_slicing=True),
             gpu_memory_gb=8.0,
             description="ModelScope text-to-video 1.7B, 256x256, 16 frames",

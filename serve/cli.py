@@ -92,8 +92,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_tiny_models(args: argparse.Namespace) -> int:
-    from serve.tiny import write_tiny_checkpoints
+    from serve.tiny import ensure_tiny_checkpoints, write_tiny_checkpoints
 
+    if args.if_stale:
+        written = ensure_tiny_checkpoints(args.out)
+        print(f"tiny checkpoints in {args.out} {'written' if written else 'up to date'}")
+        return 0
     for name, path in write_tiny_checkpoints(args.out, args.model or None).items():
         print(f"{name:<18} {path}")
     return 0
@@ -147,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     tiny = commands.add_parser("tiny-models", help="write the tiny random-weight checkpoints")
     tiny.add_argument("--out", type=Path, required=True)
     tiny.add_argument("--model", action="append", help="only this model (repeatable)")
+    tiny.add_argument("--if-stale", action="store_true", help="all models, only if missing or out of date")
     tiny.set_defaults(run=cmd_tiny_models)
 
     generate = commands.add_parser("generate", help="generate a video locally (no service)")
@@ -163,9 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     serve_config.add_argument("--config", type=Path, default=Path("configs/local.yaml"))
     serve_config.set_defaults(run=cmd_serve_config)
 
+    from serve.auth import add_hash_key_command
     from serve.client_cli import add_client_commands
 
+    add_hash_key_command(commands)
     add_client_commands(commands, _add_generation_args, _fields, _ProgressBar)
+
+    from serve.benchmarking import add_bench_commands
+
+    add_bench_commands(commands)
 
     args = parser.parse_args(argv)
     return args.run(args)

@@ -11,7 +11,8 @@ import grpc
 
 from serve.api import pb, pb_grpc
 
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# The proxy's default limit (ServeConfig.max_message_bytes): room for the largest image a request may carry.
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 APPLICATION = "videogen"
 
 
@@ -48,14 +49,21 @@ def _assemble(chunks: Iterator[pb.VideoChunk]) -> bytes:
 class VideogenClient:
     """Blocking client; every call takes gRPC `timeout` (seconds) and `metadata` keywords."""
 
-    def __init__(self, target: str, api_key: str | None = None, channel: grpc.Channel | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        api_key: str | None = None,
+        channel: grpc.Channel | None = None,
+        application: str = APPLICATION,
+    ) -> None:
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ]
         self.channel = channel or grpc.insecure_channel(target, options=options)
         self.stub = pb_grpc.VideoGenerationStub(self.channel)
-        self.metadata: list[tuple[str, str]] = [("application", APPLICATION)]
+        # Serve's proxy routes by this metadata when it hosts several applications.
+        self.metadata: list[tuple[str, str]] = [("application", application)]
         if api_key:
             self.metadata.append(("authorization", f"Bearer {api_key}"))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -44,7 +45,12 @@ def add_client_commands(
     """Register `videogen client <verb>`."""
     client = commands.add_parser("client", help="talk to a running service")
     client.add_argument("--target", default=DEFAULT_TARGET, help="HOST:PORT of the gRPC endpoint")
-    client.add_argument("--api-key", help="API key (bearer token) when the service requires one")
+    client.add_argument(
+        "--api-key",
+        default=os.environ.get("VIDEOGEN_API_KEY"),
+        help="API key (bearer token) when the service requires one; default $VIDEOGEN_API_KEY "
+        "(keeps the key out of shell history and process lists)",
+    )
     verbs = client.add_subparsers(dest="verb", required=True)
 
     def generate(args: argparse.Namespace) -> int:

@@ -14,15 +14,21 @@ import ray
 from ray import serve
 from ray.serve import Application
 
+from serve import wire
+from serve.admission import capacity
 from serve.catalog import get_spec
+from serve.cold_start import record_cold_start
 from serve.config import AppConfig, ModelDeployment
-from serve.engine import EncodedVideo, Engine, ProgressEvent
+from serve.engine import EncodedVideo, Engine, ProgressEvent, Stage
 from serve.errors import Cancelled, VideogenError
 from serve.jobs import job_store
+from serve.metrics import metrics, record_device_memory
 from serve.request import GenerationRequest
 from serve.results import ResultStore
 
 log = logging.getLogger(__name__)
+
+MEMORY_SAMPLE_PERIOD_S = 5.0
 
 
 def _make_engine(model: ModelDeployment) -> Any:
@@ -31,39 +37,98 @@ def _make_engine(model: ModelDeployment) -> Any:
         from parallel.group import ParallelEngine
 
         return ParallelEngine(spec, model.weights, model.memory, model.parallel)
-    return Engine(spec, model.weights, model.memory)
+    return Engine(spec, model.weights, model.memory, num_threads=max(1, round(model.num_cpus)))
+
+
+class _Observer:
+    """Per-request bookkeeping of a replica: step times and throughput into the metrics."""
+
+    def __init__(self, model: str, forward: Any) -> None:
+        self.model = model
+        self.forward = forward
+        self.last_step_at: float | None = None
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.stage is Stage.DENOISING:
+            now = time.perf_counter()
+            if self.last_step_at is not None:
+                metrics().step_time.observe(now - self.last_step_at, tags={"model": self.model})
+            self.last_step_at = now
+        elif event.stage is Stage.PREPARING:
+            self.last_step_at = time.perf_counter()
+        self.forward(event)
 
 
 class ModelServer:
     """One replica of one model: loads its pipeline once, then runs requests one after another."""
 
-    def __init__(self, model: ModelDeployment, results_dir: str, job_ttl_s: float) -> None:
+    def __init__(
+        self, model: ModelDeployment, results_dir: str, job_ttl_s: float, job_sweep_interval_s: float = 10.0
+    ) -> None:
+        began = time.perf_counter()
         self.model = model
+        self.tags = {"model": model.name}
         self.engine = _make_engine(model)
         self.engine.load()
         self.results = ResultStore(results_dir)
-        self.jobs = job_store(str(self.results.root / "jobs"), job_ttl_s)
+        self.jobs = job_store(str(self.results.root / "jobs"), job_ttl_s, job_sweep_interval_s)
+        # The job store watches this actor while it runs a job: if the process dies, the job fails.
+        self.actor = ray.get_runtime_context().current_actor
+        metrics().model_load.observe(self.engine.load_seconds, tags=self.tags)
+        cold_start_s = time.perf_counter() - began
+        metrics().cold_start.set(cold_start_s, tags=self.tags)
+        # Kept beyond this replica: ListModels states it while the model is scaled to zero.
+        record_cold_start(self.results.root, model, cold_start_s)
+        record_device_memory(model.name)
+        threading.Thread(target=self._sample_memory, daemon=True, name="memory-metrics").start()
+
+    def _sample_memory(self) -> None:
+        while True:
+            time.sleep(MEMORY_SAMPLE_PERIOD_S)
+            with contextlib.suppress(Exception):
+                record_device_memory(self.model.name)
 
     def info(self) -> dict[str, Any]:
         """Facts the Router reports in ListModels."""
         return {"load_seconds": self.engine.load_seconds}
 
     async def _run(
-        self, request: GenerationRequest, on_progress: Any, cancel: threading.Event
+        self, request: GenerationRequest, on_progress: Any, cancel: threading.Event, received_at: float
     ) -> EncodedVideo:
+        metrics().queue_wait.observe(max(0.0, time.time() - received_at), tags=self.tags)
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(None, self.engine.generate_video, request, on_progress, cancel)
+        observer = _Observer(self.model.name, on_progress)
+        future = loop.run_in_executor(None, self.engine.generate_video, request, observer, cancel)
         try:
-            return await asyncio.shield(future)
+            video = await asyncio.shield(future)
         except asyncio.CancelledError:
             # The caller went away: stop at the next step and keep this replica busy until then,
             # so the next request finds the pipeline free.
             cancel.set()
             with contextlib.suppress(Exception):
                 await future
+            self._count("cancelled")
             raise
+        except Cancelled:
+            self._count("cancelled")
+            raise
+        except Exception:
+            self._count("failed")
+            raise
+        self._count("succeeded")
+        metrics().frames.inc(video.num_frames, tags=self.tags)
+        metrics().video_seconds.inc(video.num_frames / request.fps, tags=self.tags)
+        device = "cpu" if self.engine.device.type == "cpu" else str(self.engine.device)
+        metrics().job_peak_memory.set(video.peak_memory_bytes, tags={**self.tags, "device": device})
+        record_device_memory(self.model.name)
+        return video
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[ProgressEvent | EncodedVideo]:
+    def _count(self, outcome: str) -> None:
+        metrics().generations.inc(tags={**self.tags, "outcome": outcome})
+
+    async def generate(
+        self, request: GenerationRequest, received_at: float
+    ) -> AsyncIterator[ProgressEvent | EncodedVideo]:
         """Stream progress events, then the encoded video (Generate)."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[ProgressEvent] = asyncio.Queue()
@@ -72,7 +137,7 @@ class ModelServer:
         def on_progress(event: ProgressEvent) -> None:
             loop.call_soon_threadsafe(events.put_nowait, event)
 
-        task = asyncio.ensure_future(self._run(request, on_progress, cancel))
+        task = asyncio.ensure_future(self._run(request, on_progress, cancel, received_at))
         try:
             while not task.done() or not events.empty():
                 getter = asyncio.ensure_future(events.get())
@@ -90,7 +155,7 @@ class ModelServer:
 
     async def run_job(self, job_id: str, request: GenerationRequest, submitted_at: float) -> str:
         """Run one async job: state and progress go to the job store, the video to the result store."""
-        if not await self.jobs.call.remote("start", job_id):
+        if not await self.jobs.call.remote("start", job_id, holder=self.actor):
             return "skipped"
         started = time.time()
         cancel = threading.Event()
@@ -112,16 +177,27 @@ class ModelServer:
                 cancel.set()
 
         try:
-            video = await self._run(request, on_progress, cancel)
+            video = await self._run(request, on_progress, cancel, submitted_at)
             self.results.put(job_id, video.data, video.mime_type)
-            from serve.wire import summary_dict
-
-            summary = summary_dict(request, video, started - submitted_at, time.time() - submitted_at)
+            summary = wire.summary_dict(request, video, started - submitted_at, time.time() - submitted_at)
             await self.jobs.call.remote("succeed", job_id, summary)
+            metrics().request_latency.observe(
+                time.time() - submitted_at, tags={**self.tags, "rpc": "SubmitJob"}
+            )
             return "succeeded"
         except Cancelled as exc:
             await self.jobs.call.remote("fail", job_id, "CANCELLED", str(exc))
             return "cancelled"
+        except asyncio.CancelledError:
+            # Serve cancelled the request (its Router went away, or this replica is being stopped past
+            # its grace period): nobody else will record the outcome, so the job must not stay RUNNING.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(
+                    self.jobs.call.remote(
+                        "fail", job_id, "UNAVAILABLE", "interrupted by a shutdown; submit it again"
+                    )
+                )
+            raise
         except VideogenError as exc:
             await self.jobs.call.remote("fail", job_id, exc.code, exc.message)
             return "failed"
@@ -136,7 +212,9 @@ def model_deployment_options(model: ModelDeployment) -> dict[str, Any]:
     options: dict[str, Any] = {
         "name": model.deployment_name,
         "max_ongoing_requests": model.max_ongoing_requests,
-        "max_queued_requests": model.max_queued_requests,
+        # The Router admits exactly `capacity(model)` requests (serve/admission.py); Serve's own,
+        # approximate limit is set no lower so that it never refuses one the Router admitted.
+        "max_queued_requests": -1 if model.max_queued_requests < 0 else capacity(model),
         "autoscaling_config": model.autoscaling.to_serve(),
         "ray_actor_options": {"num_cpus": model.num_cpus, "num_gpus": model.num_gpus},
         "graceful_shutdown_timeout_s": model.request_timeout_s,
@@ -152,16 +230,19 @@ def model_deployment_options(model: ModelDeployment) -> dict[str, Any]:
     return options
 
 
-def build_app(config: AppConfig | dict) -> Application:
-    """The Serve application: a Router ingress in front of one deployment per model."""
+def build_app(config: AppConfig | dict, model_server_cls: type = ModelServer) -> Application:
+    """The Serve application: a Router ingress in front of one deployment per model.
+
+    `model_server_cls` lets fault tests deploy a ModelServer subclass (e.g. one that fakes OOM).
+    """
     from serve.router import Router
 
     if not isinstance(config, AppConfig):
         config = AppConfig.model_validate(config)
-    model_server = serve.deployment(ModelServer)
+    model_server = serve.deployment(model_server_cls)
     models = {
         model.name: model_server.options(**model_deployment_options(model)).bind(
-            model, config.results_dir, config.job_ttl_s
+            model, config.results_dir, config.job_ttl_s, config.job_sweep_interval_s
         )
         for model in config.models
     }
@@ -170,5 +251,7 @@ def build_app(config: AppConfig | dict) -> Application:
         num_replicas=config.router.num_replicas,
         max_ongoing_requests=config.router.max_ongoing_requests,
         ray_actor_options={"num_cpus": config.router.num_cpus},
+        # A Generate stream lasts as long as its generation: let a stopping Router finish its streams.
+        graceful_shutdown_timeout_s=max(model.request_timeout_s for model in config.models),
     )
     return router.bind(config, models)

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from enum import StrEnum
 from typing import Any
 
@@ -23,6 +24,11 @@ from serve.request import GenerationRequest
 from serve.weights import TINY, WeightsSource, resolve_weights
 
 log = logging.getLogger(__name__)
+
+
+# Encoding runs in its own thread: the encoder and torch each leave floating-point state (e.g.
+# flush-to-zero) in the threads they run in, which made the same seed give different bytes.
+_ENCODER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="video-encode")
 
 
 class Stage(StrEnum):
@@ -155,13 +161,19 @@ class Engine:
         weights: str = TINY,
         memory: MemoryOptions | None = None,
         device: torch.device | None = None,
+        num_threads: int | None = None,
     ) -> None:
         self.spec = spec
         self.weights = weights
-        self.memory = memory if memory is not None else spec.memory
+        # The catalog's memory options suit the real model; tiny checkpoints run without them unless
+        # asked (VAE tiling, tuned for 480p+ inputs, mis-sizes the tiny CogVideoX VAE's output).
+        self.memory = memory if memory is not None else (MemoryOptions() if weights == TINY else spec.memory)
         self.device = device or accelerator() or torch.device("cpu")
         self.dtype = compute_dtype(spec, self.device)
         self.family = get_family(spec.family)
+        # CPU kernels reduce in a thread-count-dependent order: pin the count so a seed always
+        # gives the same frames, whichever thread runs the request.
+        self.num_threads = num_threads
         self.pipe: Any = None
         self.source: WeightsSource | None = None
         self.load_seconds = 0.0
@@ -234,6 +246,11 @@ class Engine:
             raise Cancelled("cancelled before it started")
         on_progress(ProgressEvent(stage=Stage.PREPARING, total_steps=request.num_inference_steps))
         kwargs = self.pipeline_call_kwargs(request)
+        if self.num_threads is not None:
+            torch.set_num_threads(self.num_threads)
+        # Some pipelines draw from the global RNG as well (I2VGen-XL samples its image latents
+        # without the generator): seed it too, so the same seed always gives the same frames.
+        torch.manual_seed(request.seed)
         _peak_memory_reset(self.device)
         try:
             with step_hook(self.pipe, on_step), torch.inference_mode():
@@ -267,7 +284,7 @@ class Engine:
         """Generate, then encode to the requested container."""
         output = self.generate(request, on_progress, cancel)
         start = time.perf_counter()
-        data = video.encode(output.frames, request.fps, request.output_format)
+        data = _ENCODER.submit(video.encode, output.frames, request.fps, request.output_format).result()
         encode_seconds = time.perf_counter() - start
         if on_progress is not None:
             on_progress(

@@ -50,3 +50,9 @@ class WeightsMissing(VideogenError):
 
 class Unavailable(VideogenError):
     code = "UNAVAILABLE"
+
+
+class Unauthenticated(VideogenError):
+    """No API key, or one the service does not know; the message never repeats the key."""
+
+    code = "UNAUTHENTICATED"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import time
 import uuid
@@ -13,11 +14,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from serve.errors import InvalidArgument, NotFound
+from serve.errors import InvalidArgument, NotFound, ResourceExhausted
 from serve.results import check_job_id
 
 STORE_NAME = "videogen-job-store"
 STORE_NAMESPACE = "videogen"
+HOLDER_PING_TIMEOUT_S = 10.0
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -70,6 +72,9 @@ class JobBook:
     def __init__(self, directory: str | Path | None = None, ttl_s: float = 86400.0) -> None:
         self.jobs: dict[str, JobRecord] = {}
         self.by_key: dict[tuple[str, str], str] = {}
+        # Unfinished job -> the actor answerable for it: the Router that queued it, then the replica
+        # running it. In memory only: the sweep fails a job whose holder died (see `orphan`).
+        self.holders: dict[str, Any] = {}
         self.ttl_s = ttl_s
         self.directory = Path(directory) if directory else None
         if self.directory:
@@ -93,15 +98,32 @@ class JobBook:
             setattr(record, name, value)
         record.version += 1
         if record.ended:
+            self.holders.pop(record.job_id, None)
             self._persist(record)
         return record
 
-    def create(self, model: str, idempotency_key: str = "", owner: str = "") -> tuple[JobRecord, bool]:
-        """A new QUEUED job, or the existing one with the same idempotency key (created=False)."""
+    def create(
+        self,
+        model: str,
+        idempotency_key: str = "",
+        owner: str = "",
+        max_active: int | None = None,
+        holder: Any = None,
+    ) -> tuple[JobRecord, bool]:
+        """A new QUEUED job, or the existing one with the same idempotency key (created=False).
+
+        `max_active`: refuse (RESOURCE_EXHAUSTED) when `owner` already has that many unfinished jobs.
+        `holder`: the actor that will hand the job to a replica (the sweep watches it).
+        """
         check_idempotency_key(idempotency_key)
         existing = self.by_key.get((owner, idempotency_key)) if idempotency_key else None
         if existing is not None and existing in self.jobs:
             return self.jobs[existing], False
+        if max_active is not None and self.active(owner) >= max_active:
+            raise ResourceExhausted(
+                f"caller {owner!r} is at its max_concurrent_jobs quota ({self.active(owner)} jobs "
+                "unfinished, plus any Generate calls); retry when one ends"
+            )
         record = JobRecord(
             job_id=uuid.uuid4().hex,
             model=model,
@@ -110,7 +132,13 @@ class JobBook:
             owner=owner,
         )
         self._remember(record)
+        if holder is not None:
+            self.holders[record.job_id] = holder
         return record, True
+
+    def active(self, owner: str) -> int:
+        """Unfinished (queued or running) jobs of `owner`."""
+        return sum(1 for r in self.jobs.values() if r.owner == owner and not r.ended)
 
     def get(self, job_id: str, owner: str | None = None) -> JobRecord:
         record = self.jobs.get(check_job_id(job_id))
@@ -118,11 +146,16 @@ class JobBook:
             raise NotFound(f"job {job_id} does not exist")
         return record
 
-    def start(self, job_id: str) -> bool:
-        """QUEUED -> RUNNING; False when the job was cancelled (or ended) before it started."""
+    def start(self, job_id: str, holder: Any = None) -> bool:
+        """QUEUED -> RUNNING; False when the job was cancelled (or ended) before it started.
+
+        `holder`: the replica running it, which the sweep watches from now on.
+        """
         record = self.get(job_id)
         if record.state is not JobState.QUEUED:
             return False
+        if holder is not None:
+            self.holders[job_id] = holder
         self._update(record, state=JobState.RUNNING, stage="preparing", started_at=time.time())
         return True
 
@@ -165,6 +198,21 @@ class JobBook:
             )
         return self._update(record, cancel_requested=True)
 
+    def held(self) -> list[tuple[str, Any]]:
+        """(job id, holder) of every unfinished job that has one."""
+        return [(job_id, holder) for job_id, holder in self.holders.items() if not self.jobs[job_id].ended]
+
+    def orphan(self, job_id: str, holder: Any) -> JobRecord:
+        """Fail a job whose holder died, unless the job has since ended or moved to another holder."""
+        record = self.get(job_id)
+        if record.ended or self.holders.get(job_id) is not holder:
+            return record
+        if record.state is JobState.QUEUED:
+            reason = "the Router that accepted the job stopped before a model replica took it"
+        else:
+            reason = f"the model replica running the job died (at {record.stage}, step {record.step})"
+        return self.fail(job_id, "UNAVAILABLE", f"{reason}; submit it again")
+
     def counts(self) -> dict[str, int]:
         counts = {state.value: 0 for state in JobState}
         for record in self.jobs.values():
@@ -178,17 +226,63 @@ class JobBook:
         for job_id in expired:
             record = self.jobs.pop(job_id)
             self.by_key.pop((record.owner, record.idempotency_key), None)
+            self.holders.pop(job_id, None)
             if self.directory:
                 (self.directory / f"{job_id}.json").unlink(missing_ok=True)
         return expired
 
 
-class JobStoreActor:
-    """Async Ray actor around JobBook; `wait` lets WatchJob long-poll for the next change."""
+async def holder_is_dead(holder: Any, timeout_s: float = HOLDER_PING_TIMEOUT_S) -> bool:
+    """True only when Ray says the actor died; a slow or unreachable one counts as alive."""
+    from ray.exceptions import ActorDiedError
 
-    def __init__(self, directory: str, ttl_s: float) -> None:
+    try:
+        await asyncio.wait_for(holder.__ray_ready__.remote(), timeout_s)
+    except ActorDiedError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+class JobStoreActor:
+    """Async Ray actor around JobBook; `wait` lets WatchJob long-poll for the next change.
+
+    A sweep every `sweep_interval_s` fails unfinished jobs whose holder died: a job queued in a Router
+    that stopped, or running on a replica whose process was killed while its Router was gone too
+    (with the Router alive, its `_dispatch` records the failure at once).
+    """
+
+    def __init__(self, directory: str, ttl_s: float, sweep_interval_s: float = 10.0) -> None:
         self.book = JobBook(directory, ttl_s)
         self.changed = asyncio.Condition()
+        self.sweep_interval_s = sweep_interval_s
+        self.sweeper: asyncio.Task | None = None
+
+    def _ensure_sweeper(self) -> None:
+        if self.sweeper is None or self.sweeper.done():
+            self.sweeper = asyncio.ensure_future(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval_s)
+            try:
+                await self.sweep()
+            except Exception:  # never let one bad sweep stop the next
+                logging.getLogger(__name__).exception("job sweep failed")
+
+    async def sweep(self) -> list[str]:
+        """Fail the unfinished jobs whose holder died; returns their ids."""
+        held = self.book.held()
+        dead = await asyncio.gather(*(holder_is_dead(holder) for _, holder in held))
+        failed = []
+        for (job_id, holder), is_dead in zip(held, dead, strict=True):
+            if is_dead and self.book.orphan(job_id, holder).state is JobState.FAILED:
+                failed.append(job_id)
+        if failed:
+            await self._notify()
+            self._export_counts()
+        return failed
 
     async def _notify(self) -> None:
         async with self.changed:
@@ -196,10 +290,19 @@ class JobStoreActor:
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run a JobBook method; errors travel back to the caller as themselves."""
+        self._ensure_sweeper()
         result = getattr(self.book, method)(*args, **kwargs)
         if method not in ("get", "counts"):
             await self._notify()
+            if method != "progress":
+                self._export_counts()
         return result
+
+    def _export_counts(self) -> None:
+        from serve.metrics import metrics
+
+        for state, count in self.book.counts().items():
+            metrics().jobs.set(count, tags={"state": state})
 
     async def wait(
         self, job_id: str, after_version: int, timeout_s: float, owner: str | None = None
@@ -214,7 +317,7 @@ class JobStoreActor:
         return self.book.get(job_id, owner)
 
 
-def job_store(directory: str, ttl_s: float = 86400.0) -> Any:
+def job_store(directory: str, ttl_s: float = 86400.0, sweep_interval_s: float = 10.0) -> Any:
     """The job store of this results directory, created on first use; it outlives Router replicas."""
     import hashlib
 
@@ -224,4 +327,4 @@ def job_store(directory: str, ttl_s: float = 86400.0) -> Any:
     return actor_cls.options(
         name=f"{STORE_NAME}-{hashlib.sha1(directory.encode()).hexdigest()[:10]}",
         namespace=STORE_NAMESPACE, lifetime="detached", get_if_exists=True
-    ).remote(directory, ttl_s)
+    ).remote(directory, ttl_s, sweep_interval_s)

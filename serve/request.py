@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 import math
 import secrets
+import warnings
 from enum import StrEnum
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve.catalog import FloatRange, IntRange, Knob, Limits, ModelSpec, Task
@@ -100,12 +101,29 @@ def _checked_float(field: str, value: float | None, default: float, allowed: Flo
     return value
 
 
+def _sniff_format(data: bytes) -> str | None:
+    """The format PIL's signature checks see in the first bytes, without running any decoder."""
+    Image.init()
+    prefix = data[:16]
+    for name, (_, accept) in Image.OPEN.items():
+        try:
+            if accept is not None and accept(prefix) is True:
+                return name
+        except Exception:
+            continue
+    return None
+
+
 def decode_image(data: bytes) -> Image.Image:
     """Decode image bytes with bounds on size, pixel count and format."""
     if len(data) > MAX_IMAGE_BYTES:
         raise InvalidArgument("image", f"{len(data)} bytes is more than the limit of {MAX_IMAGE_BYTES}")
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():
+            # PIL only warns between its own pixel limit and twice that: a bomb is an error here.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Only these decoders ever see the bytes: no exotic format parser runs on caller input.
+            image = Image.open(io.BytesIO(data), formats=sorted(IMAGE_FORMATS))
         if image.format not in IMAGE_FORMATS:
             raise InvalidArgument("image", f"format {image.format} is not one of {sorted(IMAGE_FORMATS)}")
         if image.width * image.height > MAX_IMAGE_PIXELS:
@@ -115,6 +133,13 @@ def decode_image(data: bytes) -> Image.Image:
         image.load()
     except InvalidArgument:
         raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise InvalidArgument("image", f"rejected as a decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        found = _sniff_format(data)
+        if found is not None and found not in IMAGE_FORMATS:
+            raise InvalidArgument("image", f"format {found} is not one of {sorted(IMAGE_FORMATS)}") from None
+        raise InvalidArgument("image", f"does not decode as one of {sorted(IMAGE_FORMATS)}") from None
     except Exception as exc:  # PIL raises many types for corrupt data
         raise InvalidArgument("image", f"does not decode as an image ({exc})") from None
     return image
@@ -131,8 +156,22 @@ def _check_knob(spec: ModelSpec, knob: Knob, value: float | int | None) -> float
     return _checked_float(knob.value, float(value), float(value), allowed)
 
 
-def build_request(spec: ModelSpec, limits: Limits, fields: RequestFields) -> GenerationRequest:
-    """Apply the model's defaults to `fields` and check every value; raises InvalidArgument."""
+def _check_video_pixels(num_frames: int, height: int, width: int, budget: int | None) -> None:
+    if budget is not None and num_frames * height * width > budget:
+        raise InvalidArgument(
+            "num_frames",
+            f"{num_frames} frames at {width}x{height} is {num_frames * height * width} pixels, over this "
+            f"model's budget of {budget} (frames x height x width): ask for fewer frames or a smaller size",
+        )
+
+
+def build_request(
+    spec: ModelSpec, limits: Limits, fields: RequestFields, max_video_pixels: int | None = None
+) -> GenerationRequest:
+    """Apply the model's defaults to `fields` and check every value; raises InvalidArgument.
+
+    `max_video_pixels` bounds frames x height x width together, beyond each field's own range.
+    """
     prompt = fields.prompt.strip()
     if len(fields.prompt) > MAX_PROMPT_CHARS:
         raise InvalidArgument("prompt", f"{len(fields.prompt)} characters is more than {MAX_PROMPT_CHARS}")
@@ -155,6 +194,10 @@ def build_request(spec: ModelSpec, limits: Limits, fields: RequestFields) -> Gen
     if not 0 <= seed <= MAX_SEED:
         raise InvalidArgument("seed", f"{seed} is outside the allowed range [0, {MAX_SEED}]")
     num_frames = _checked_int("num_frames", fields.num_frames, limits.default_num_frames, limits.num_frames)
+    fps = _checked_int("fps", fields.fps, limits.default_fps, limits.fps)
+    height = _checked_int("height", fields.height, limits.default_height, limits.height)
+    width = _checked_int("width", fields.width, limits.default_width, limits.width)
+    _check_video_pixels(num_frames, height, width, max_video_pixels)
     decode_chunk_size = _check_knob(spec, Knob.DECODE_CHUNK_SIZE, fields.decode_chunk_size)
     return GenerationRequest(
         model=spec.name,
@@ -162,9 +205,9 @@ def build_request(spec: ModelSpec, limits: Limits, fields: RequestFields) -> Gen
         negative_prompt=fields.negative_prompt or None,
         image=fields.image or None,
         num_frames=num_frames,
-        fps=_checked_int("fps", fields.fps, limits.default_fps, limits.fps),
-        height=_checked_int("height", fields.height, limits.default_height, limits.height),
-        width=_checked_int("width", fields.width, limits.default_width, limits.width),
+        fps=fps,
+        height=height,
+        width=width,
         num_inference_steps=_checked_int(
             "num_inference_steps",
             fields.num_inference_steps,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -12,6 +13,18 @@ from serve.config import SERVICER_FUNCTIONS, ServeConfig
 from serve.offline import prepare_ray_environment
 
 log = logging.getLogger(__name__)
+
+PROXY_MAX_MESSAGE_ENV = "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"
+
+
+def limit_proxy_messages(max_message_bytes: int) -> None:
+    """Cap the gRPC messages Serve's proxy accepts (its default is 2 GiB).
+
+    Serve reads the limit from the environment of the proxy's process, which inherits it from the
+    process that starts Ray: call this before `ray.init`. A cluster started elsewhere (KubeRay) sets
+    the variable in its pods.
+    """
+    os.environ[PROXY_MAX_MESSAGE_ENV] = str(max_message_bytes)
 
 
 def start(config: ServeConfig) -> None:
@@ -25,6 +38,7 @@ def start(config: ServeConfig) -> None:
 
     Path(config.app.results_dir).mkdir(parents=True, exist_ok=True)
     if not ray.is_initialized():
+        limit_proxy_messages(config.max_message_bytes)
         ray.init(
             address=config.ray.address,
             num_cpus=config.ray.num_cpus if not config.ray.address else None,

@@ -12,7 +12,6 @@ import pytest
 from serve.offline import prepare_ray_environment
 
 NETGUARD_DIR = Path(__file__).parent / "netguard"
-TINY_COMPLETE_MARKER = ".complete"
 
 
 def _install_network_guard() -> Path:
@@ -29,14 +28,12 @@ def _install_network_guard() -> Path:
 
 
 def _ensure_tiny_checkpoints() -> Path:
-    from serve.tiny import write_tiny_checkpoints
+    from serve.tiny import ensure_tiny_checkpoints
     from serve.weights import tiny_dir
 
     directory = tiny_dir()
     os.environ["VIDEOGEN_TINY_DIR"] = str(directory)
-    if not (directory / TINY_COMPLETE_MARKER).exists():
-        write_tiny_checkpoints(directory)
-        (directory / TINY_COMPLETE_MARKER).touch()
+    ensure_tiny_checkpoints(directory)
     return directory
 
 
@@ -69,5 +66,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU; the CPU twin of this test covers its logic")
     for item in items:
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu"):
             item.add_marker(skip)

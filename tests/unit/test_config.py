@@ -21,7 +21,7 @@ def test_local_config_validates_and_becomes_a_valid_serve_config():
 
 
 def test_unknown_model_is_rejected_with_the_known_names():
-    with pytest.raises(ValidationError, match="unknown model 'sora'.*svd"):
+    with pytest.raises(ValidationError, match=r"unknown model 'sora'.*svd"):
         AppConfig.model_validate({"models": [{"name": "sora"}]})
 
 
@@ -47,7 +47,33 @@ def test_deployment_options_carry_autoscaling_and_resources():
     ).models[0]
     options = model_deployment_options(model)
     assert options["name"] == "Model_svd"
-    assert options["max_queued_requests"] == 3
+    assert options["max_queued_requests"] == 4 * 1 + 3  # never below the Router's exact admission limit
     assert options["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 1.0}
     assert options["autoscaling_config"]["max_replicas"] == 4
     assert options["autoscaling_config"]["target_ongoing_requests"] == 1.0
+
+
+@pytest.mark.parametrize("initial", [0, 3])
+def test_initial_replicas_must_lie_between_min_and_max(initial: int) -> None:
+    with pytest.raises(ValueError, match="initial_replicas"):
+        AppConfig.model_validate(
+            {
+                "models": [
+                    {
+                        "name": "svd",
+                        "autoscaling": {"min_replicas": 1, "max_replicas": 2, "initial_replicas": initial},
+                    }
+                ]
+            }
+        )
+
+
+def test_autoscaling_options_are_valid_for_serve_including_scale_to_zero() -> None:
+    from ray.serve.config import AutoscalingConfig
+
+    config = AppConfig.model_validate(
+        {"models": [{"name": "svd", "autoscaling": {"min_replicas": 0, "downscale_to_zero_delay_s": 120.0}}]}
+    )
+    serve_config = AutoscalingConfig(**model_deployment_options(config.models[0])["autoscaling_config"])
+    assert serve_config.min_replicas == 0 and serve_config.downscale_to_zero_delay_s == 120.0
+    assert serve_config.target_ongoing_requests == 1.0 and serve_config.downscale_delay_s == 600.0

@@ -1,0 +1,533 @@
+"""Tiny random-weight checkpoints for every catalog model, built offline.
+
+Each builder makes a very small, seeded instance of the model's real diffusers pipeline class with the
+component classes (and scheduler configuration) of the published checkpoint, so the real loading path
+`<PipelineClass>.from_pretrained(dir)` and the real `__call__` run on a CPU in about a second. Nothing is
+downloaded: tokenizers are built in memory from tiny byte-level vocabularies.
+
+Calling pitfalls of these pipelines under transformers 5 (the same apply to the real checkpoints):
+- transformers 5 flattened `CLIPTextModel` (no `.text_model`), so `clip_skip` fails with an AttributeError.
+  `I2VGenXLPipeline` defaults to `clip_skip=1`: call it with `clip_skip=None`. AnimateDiff and
+  TextToVideoSD only fail when a `clip_skip` is passed.
+- Stable Video Diffusion and I2VGen-XL resize the image to 224x224 for their image encoder, so the tiny
+  vision encoders keep `image_size=224`.
+- CogVideoX-5b-I2V uses learned positional embeddings, so it only generates at its sample size
+  (480x720 for the real model, the tiny default for the tiny one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderKLCogVideoX,
+    AutoencoderKLHunyuanVideo,
+    AutoencoderKLTemporalDecoder,
+    CogVideoXDDIMScheduler,
+    CogVideoXImageToVideoPipeline,
+    CogVideoXPipeline,
+    CogVideoXTransformer3DModel,
+    DDIMScheduler,
+    DiffusionPipeline,
+    EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    HunyuanVideoPipeline,
+    HunyuanVideoTransformer3DModel,
+    I2VGenXLPipeline,
+    I2VGenXLUNet,
+    MotionAdapter,
+    PNDMScheduler,
+    StableDiffusionPipeline,
+    StableVideoDiffusionPipeline,
+    TextToVideoSDPipeline,
+    UNet2DConditionModel,
+    UNet3DConditionModel,
+    UNetSpatioTemporalConditionModel,
+)
+from transformers import (
+    CLIPImageProcessorPil,
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTokenizer,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+    LlamaConfig,
+    LlamaModel,
+    LlamaTokenizerFast,
+    T5Config,
+    T5EncoderModel,
+    T5TokenizerFast,
+)
+
+from serve.catalog import CATALOG, Task, get_spec
+
+TINY_SEED = 0
+
+TinyPipeline = DiffusionPipeline | tuple[StableDiffusionPipeline, MotionAdapter]
+
+_LATENT_SCALE = 8  # every tiny VAE keeps the real 8x spatial compression
+_TEXT_DIM = 32  # hidden size of the tiny text encoders (the transformers' text_embed_dim)
+_VISION_SIZE = 224  # SVD and I2VGen-XL resize images to this before their image encoder
+
+
+# Tokenizers: tiny byte-level vocabularies, so every prompt tokenizes without unknown tokens.
+
+
+def _byte_chars() -> list[str]:
+    """GPT-2/CLIP's reversible map of the 256 byte values to printable characters."""
+    printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    extra = (b for b in range(256) if b not in printable)
+    mapping = {b: chr(b) for b in printable} | {b: chr(256 + i) for i, b in enumerate(extra)}
+    return [mapping[b] for b in range(256)]
+
+
+def _clip_tokenizer() -> CLIPTokenizer:
+    """CLIP BPE tokenizer over single bytes, laid out like the real vocabulary (specials last)."""
+    chars = _byte_chars()
+    tokens = [*chars, *(c + "</w>" for c in chars), "<|startoftext|>", "<|endoftext|>"]
+    return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[], model_max_length=77)
+
+
+def _t5_tokenizer() -> T5TokenizerFast:
+    """T5 unigram tokenizer over printable ASCII (other characters map to <unk>)."""
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    pieces += [(chr(c), -3.0) for c in range(ord("!"), ord("~") + 1)]
+    return T5TokenizerFast(vocab=pieces, extra_ids=0, model_max_length=512)
+
+
+def _llama_tokenizer() -> LlamaTokenizerFast:
+    """Llama BPE tokenizer whose vocabulary is the byte-fallback tokens (plus a pad token)."""
+    tokens = ["<unk>", "<s>", "</s>", "<pad>", "▁", *(f"<0x{b:02X}>" for b in range(256))]
+    return LlamaTokenizerFast(vocab={t: i for i, t in enumerate(tokens)}, merges=[], pad_token="<pad>")
+
+
+# Encoders.
+
+
+def _clip_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=_TEXT_DIM,
+        intermediate_size=64,
+        projection_dim=_TEXT_DIM,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModel(config)
+
+
+def _t5_text_encoder(tokenizer: T5TokenizerFast) -> T5EncoderModel:
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=_TEXT_DIM,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        feed_forward_proj="gated-gelu",
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return T5EncoderModel(config)
+
+
+def _llama_text_encoder(tokenizer: LlamaTokenizerFast) -> LlamaModel:
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=_TEXT_DIM,
+        intermediate_size=64,
+        num_hidden_layers=3,  # HunyuanVideo reads the hidden state 2 layers before the last
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaModel(config)
+
+
+def _clip_vision_encoder() -> CLIPVisionModelWithProjection:
+    config = CLIPVisionConfig(
+        hidden_size=_TEXT_DIM,
+        intermediate_size=64,
+        projection_dim=_TEXT_DIM,  # the UNets' cross_attention_dim
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=_VISION_SIZE,
+        patch_size=32,
+    )
+    return CLIPVisionModelWithProjection(config)
+
+
+def _sd_vae(sample_size: int) -> AutoencoderKL:
+    """Stable Diffusion-style image VAE: 4 latent channels, 8x spatial compression."""
+    return AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=sample_size,
+    )
+
+
+# Schedulers, configured like the published checkpoints.
+
+
+def _sd_scheduler_config() -> dict[str, object]:
+    return {
+        "num_train_timesteps": 1000,
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "steps_offset": 1,
+        "set_alpha_to_one": False,
+    }
+
+
+def _cogvideox_scheduler(snr_shift_scale: float) -> CogVideoXDDIMScheduler:
+    return CogVideoXDDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=True,
+        steps_offset=0,
+        prediction_type="v_prediction",
+        timestep_spacing="trailing",
+        rescale_betas_zero_snr=True,
+        snr_shift_scale=snr_shift_scale,
+    )
+
+
+# One builder per family.
+
+
+def _size(model: str) -> tuple[int, int, int]:
+    """The tiny default (height, width, num_frames) of a catalog model."""
+    limits = get_spec(model).tiny_limits
+    return limits.default_height, limits.default_width, limits.default_num_frames
+
+
+def _sample_size(model: str) -> int:
+    """The VAE/UNet `sample_size` (pixels; it only steers tiling): the longer default side."""
+    height, width, _ = _size(model)
+    return max(height, width)
+
+
+def _cogvideox(model: str) -> CogVideoXPipeline | CogVideoXImageToVideoPipeline:
+    """CogVideoX: 2b uses sin-cos positions, 5b rotary ones, 5b-I2V rotary + learned (fixed size)."""
+    height, width, frames = _size(model)
+    image_to_video = get_spec(model).task is Task.I2V
+    is_2b = model == "cogvideox-2b"
+    tokenizer = _t5_tokenizer()
+    text_encoder = _t5_text_encoder(tokenizer)
+    vae = AutoencoderKLCogVideoX(
+        block_out_channels=(8, 8, 8, 8),
+        latent_channels=16,
+        layers_per_block=1,
+        norm_num_groups=4,
+        temporal_compression_ratio=4,
+        sample_height=height,
+        sample_width=width,
+        scaling_factor=1.15258426 if is_2b else 0.7,
+    )
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=2,
+        attention_head_dim=16,  # rotary embeddings split it 4/6/6 over frames/height/width
+        in_channels=32 if image_to_video else 16,
+        out_channels=16,
+        time_embed_dim=16,
+        text_embed_dim=_TEXT_DIM,
+        num_layers=1,
+        sample_width=width // _LATENT_SCALE,
+        sample_height=height // _LATENT_SCALE,
+        sample_frames=frames,
+        patch_size=2,
+        temporal_compression_ratio=4,
+        max_text_seq_length=226,
+        use_rotary_positional_embeddings=not is_2b,
+        use_learned_positional_embeddings=image_to_video,
+    )
+    scheduler = _cogvideox_scheduler(snr_shift_scale=3.0 if is_2b else 1.0)
+    cls = CogVideoXImageToVideoPipeline if image_to_video else CogVideoXPipeline
+    return cls(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
+    )
+
+
+def _hunyuanvideo(model: str) -> HunyuanVideoPipeline:
+    """HunyuanVideo: Llama + CLIP text encoders, flow-matching Euler with shift 7."""
+    tokenizer = _llama_tokenizer()
+    text_encoder = _llama_text_encoder(tokenizer)
+    tokenizer_2 = _clip_tokenizer()
+    text_encoder_2 = _clip_text_encoder(tokenizer_2)
+    vae = AutoencoderKLHunyuanVideo(
+        latent_channels=16,
+        block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1,
+        norm_num_groups=4,
+        spatial_compression_ratio=8,
+        temporal_compression_ratio=4,
+    )
+    transformer = HunyuanVideoTransformer3DModel(
+        in_channels=16,
+        out_channels=16,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=1,
+        num_single_layers=1,
+        num_refiner_layers=1,
+        patch_size=2,
+        patch_size_t=1,
+        guidance_embeds=True,
+        text_embed_dim=_TEXT_DIM,
+        pooled_projection_dim=_TEXT_DIM,  # CLIP's pooled output, not its projection
+        rope_axes_dim=(4, 6, 6),
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=7.0)
+    return HunyuanVideoPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        tokenizer_2=tokenizer_2,
+        text_encoder_2=text_encoder_2,
+        vae=vae,
+        transformer=transformer,
+        scheduler=scheduler,
+    )
+
+
+def _svd(model: str) -> StableVideoDiffusionPipeline:
+    """Stable Video Diffusion (and XT): image-conditioned spatio-temporal UNet, temporal VAE decoder."""
+    max_frames = get_spec(model).limits.num_frames.max  # the UNet's default num_frames: 14 or 25
+    vae = AutoencoderKLTemporalDecoder(
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        block_out_channels=(32, 32, 32, 32),  # its norms use 32 groups
+        layers_per_block=1,
+        latent_channels=4,
+        sample_size=_sample_size(model),
+    )
+    unet = UNetSpatioTemporalConditionModel(
+        sample_size=_sample_size(model) // _LATENT_SCALE,
+        in_channels=8,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+        block_out_channels=(32, 32),  # its norms use 32 groups
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=24,  # fps, motion bucket and noise augmentation
+        layers_per_block=1,
+        cross_attention_dim=_TEXT_DIM,
+        num_attention_heads=(2, 2),
+        num_frames=max_frames,
+    )
+    image_encoder = _clip_vision_encoder()
+    scheduler = EulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="v_prediction",
+        interpolation_type="linear",
+        use_karras_sigmas=True,
+        sigma_min=0.002,
+        sigma_max=700.0,
+        timestep_spacing="leading",
+        timestep_type="continuous",
+        steps_offset=1,
+    )
+    return StableVideoDiffusionPipeline(
+        vae=vae,
+        image_encoder=image_encoder,
+        unet=unet,
+        scheduler=scheduler,
+        feature_extractor=CLIPImageProcessorPil(),
+    )
+
+
+def _unet3d_kwargs(sample_size: int) -> dict[str, object]:
+    """Shared by ModelScope's UNet3DConditionModel and I2VGen-XL's I2VGenXLUNet."""
+    return {
+        "sample_size": sample_size,
+        "in_channels": 4,
+        "out_channels": 4,
+        "down_block_types": ("CrossAttnDownBlock3D", "DownBlock3D"),
+        "up_block_types": ("UpBlock3D", "CrossAttnUpBlock3D"),
+        "block_out_channels": (16, 32),
+        "layers_per_block": 1,
+        "norm_num_groups": 4,
+        "cross_attention_dim": _TEXT_DIM,
+        "attention_head_dim": 8,
+    }
+
+
+def _modelscope(model: str) -> TextToVideoSDPipeline:
+    """ModelScope text-to-video: CLIP text encoder, 3D UNet, image VAE decoding frame by frame."""
+    tokenizer = _clip_tokenizer()
+    return TextToVideoSDPipeline(
+        vae=_sd_vae(_sample_size(model)),
+        text_encoder=_clip_text_encoder(tokenizer),
+        tokenizer=tokenizer,
+        unet=UNet3DConditionModel(**_unet3d_kwargs(_sample_size(model) // _LATENT_SCALE)),
+        scheduler=DDIMScheduler(**_sd_scheduler_config(), clip_sample=False),
+    )
+
+
+def _i2vgenxl(model: str) -> I2VGenXLPipeline:
+    """I2VGen-XL: image + prompt; v-prediction DDIM with zero terminal SNR."""
+    tokenizer = _clip_tokenizer()
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.0001,
+        beta_end=0.02,
+        beta_schedule="squaredcos_cap_v2",
+        clip_sample=False,
+        set_alpha_to_one=True,
+        steps_offset=1,
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        timestep_spacing="leading",
+    )
+    return I2VGenXLPipeline(
+        vae=_sd_vae(_sample_size(model)),
+        text_encoder=_clip_text_encoder(tokenizer),
+        tokenizer=tokenizer,
+        image_encoder=_clip_vision_encoder(),
+        feature_extractor=CLIPImageProcessorPil(),
+        unet=I2VGenXLUNet(**_unet3d_kwargs(_sample_size(model) // _LATENT_SCALE)),
+        scheduler=scheduler,
+    )
+
+
+def _animatediff(model: str) -> tuple[StableDiffusionPipeline, MotionAdapter]:
+    """AnimateDiff: a Stable Diffusion 1.5-style base pipeline and a matching motion adapter."""
+    block_out_channels = (16, 32)
+    tokenizer = _clip_tokenizer()
+    unet = UNet2DConditionModel(
+        sample_size=_sample_size(model) // _LATENT_SCALE,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=block_out_channels,
+        layers_per_block=2,
+        norm_num_groups=4,
+        cross_attention_dim=_TEXT_DIM,
+        attention_head_dim=8,
+    )
+    base = StableDiffusionPipeline(
+        vae=_sd_vae(_sample_size(model)),
+        text_encoder=_clip_text_encoder(tokenizer),
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=PNDMScheduler(**_sd_scheduler_config(), skip_prk_steps=True),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    adapter = MotionAdapter(
+        block_out_channels=block_out_channels,
+        motion_layers_per_block=2,
+        motion_mid_block_layers_per_block=1,
+        motion_num_attention_heads=2,
+        motion_norm_num_groups=4,
+        motion_max_seq_length=32,
+        use_motion_mid_block=True,
+    )
+    return base, adapter
+
+
+def _eval(*parts: DiffusionPipeline | torch.nn.Module) -> None:
+    """Put every model in eval mode, as from_pretrained leaves loaded ones (T5 has dropout)."""
+    for part in parts:
+        modules = part.components.values() if isinstance(part, DiffusionPipeline) else [part]
+        for module in modules:
+            if isinstance(module, torch.nn.Module):
+                module.eval()
+
+
+_BUILDERS: dict[str, Callable[[str], TinyPipeline]] = {
+    "cogvideox": _cogvideox,
+    "hunyuanvideo": _hunyuanvideo,
+    "svd": _svd,
+    "modelscope": _modelscope,
+    "i2vgenxl": _i2vgenxl,
+    "animatediff": _animatediff,
+}
+
+
+def build_tiny_pipeline(model: str, seed: int = TINY_SEED) -> TinyPipeline:
+    """A tiny random-weight pipeline for a catalog model, in memory.
+
+    AnimateDiff gives `(base StableDiffusionPipeline, MotionAdapter)`, as its real weights come in two repos.
+    """
+    spec = get_spec(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        built = _BUILDERS[spec.family](model)
+    _eval(*(built if isinstance(built, tuple) else (built,)))
+    return built
+
+
+def write_tiny_checkpoint(model: str, out_dir: Path, seed: int = TINY_SEED) -> Path:
+    """Save a tiny checkpoint under `out_dir/<model>` and return that directory.
+
+    AnimateDiff writes `base/` (a Stable Diffusion pipeline) and `motion_adapter/` inside it.
+    """
+    target = Path(out_dir) / model
+    built = build_tiny_pipeline(model, seed)
+    if isinstance(built, tuple):
+        base, adapter = built
+        base.save_pretrained(target / "base")
+        adapter.save_pretrained(target / "motion_adapter")
+    else:
+        built.save_pretrained(target)
+    return target
+
+
+def write_tiny_checkpoints(
+    out_dir: Path, models: Iterable[str] | None = None, seed: int = TINY_SEED
+) -> dict[str, Path]:
+    """Save tiny checkpoints for `models` (default: the whole catalog); model name -> checkpoint dir."""
+    names = CATALOG if models is None else models
+    return {model: write_tiny_checkpoint(model, out_dir, seed) for model in names}
+
+
+FINGERPRINT_FILE = ".fingerprint"
+
+
+def tiny_fingerprint(seed: int = TINY_SEED) -> str:
+    """Changes whenever the checkpoints this code writes would change (code, catalog, library versions)."""
+    import hashlib
+
+    import diffusers
+    import transformers
+
+    from serve import catalog
+
+    digest = hashlib.sha256()
+    for source in (Path(__file__), Path(catalog.__file__)):
+        digest.update(source.read_bytes())
+    digest.update(f"{diffusers.__version__} {transformers.__version__} {torch.__version__} {seed}".encode())
+    return digest.hexdigest()
+
+
+def ensure_tiny_checkpoints(out_dir: Path, seed: int = TINY_SEED) -> bool:
+    """Write every tiny checkpoint unless `out_dir` already holds this code's; True when written."""
+    out_dir = Path(out_dir)
+    marker = out_dir / FINGERPRINT_FILE
+    fingerprint = tiny_fingerprint(seed)
+    if marker.is_file() and marker.read_text() == fingerprint:
+        return False
+    write_tiny_checkpoints(out_dir, seed=seed)
+    marker.write_text(fingerprint)
+    return True
