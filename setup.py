@@ -12,6 +12,10 @@ class BuildPyWithProto(build_py):
         from pathlib import Path
 
         runpy.run_path(str(Path(__file__).parent / "proto" / "generate.py"), run_name="__main__")
+        # Packages were discovered before the code existed: add serve.api.videogen.* so wheels carry it.
+        from setuptools import find_packages
+
+        self.packages = sorted({*(self.packages or []), *find_packages(include=["serve*", "parallel*"])})
         super().run()
 
 

@@ -84,9 +84,7 @@ def render_overlays(root: Path) -> dict[Path, str]:
 def stale_files(root: Path) -> list[Path]:
     """Generated files whose checked-in content differs from what the serve configs produce."""
     return [
-        path
-        for path, text in render_overlays(root).items()
-        if not path.is_file() or path.read_text() != text
+        path for path, text in render_overlays(root).items() if not path.is_file() or path.read_text() != text
     ]
 
 

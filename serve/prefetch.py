@@ -46,7 +46,9 @@ def downloads(apps: list[AppConfig]) -> list[Download]:
             spec = get_spec(model.name)
             wanted.setdefault(spec.repo_id, Download(repo_id=spec.repo_id, variant=spec.variant))
             if spec.adapter_repo_id:
-                wanted.setdefault(spec.adapter_repo_id, Download(repo_id=spec.adapter_repo_id, pipeline=False))
+                wanted.setdefault(
+                    spec.adapter_repo_id, Download(repo_id=spec.adapter_repo_id, pipeline=False)
+                )
     return list(wanted.values())
 
 
