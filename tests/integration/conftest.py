@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from serve.catalog import CATALOG
-from serve.config import SERVICER_FUNCTIONS, AppConfig
+from serve.config import SERVICER_FUNCTIONS, AppConfig, ServeConfig
 
 # Few steps are fast; tests that need a long-running request ask for more steps.
 BACKPRESSURE_MODEL = "modelscope-t2v"
 BACKPRESSURE_QUEUE = 2
+# Serve's gRPC proxy limit, as `videogen serve` sets it (tests/integration/test_hostile_input.py).
+PROXY_MAX_MESSAGE_BYTES = ServeConfig.model_fields["max_message_bytes"].default
 
 
 def free_port() -> int:
@@ -57,6 +59,9 @@ def ray_cluster() -> Iterator[int]:
     import ray
     from ray import serve
 
+    from serve.service import limit_proxy_messages
+
+    limit_proxy_messages(PROXY_MAX_MESSAGE_BYTES)
     metrics_port = free_port()
     ray.init(
         num_cpus=32,
@@ -64,6 +69,8 @@ def ray_cluster() -> Iterator[int]:
         include_dashboard=False,
         namespace="videogen",
         _metrics_export_port=metrics_port,
+        # Workers push metrics to the export port every 10 s by default; 1 s keeps metric tests short.
+        _system_config={"metrics_report_interval_ms": 1000},
         logging_level="WARNING",
     )
     yield metrics_port

@@ -1,0 +1,257 @@
+"""Every metric of the service, in one place.
+
+Exported through Ray's metrics agent, which serves them on each node's metrics export port with a
+`ray_` prefix. `ray.serve.metrics` adds the `deployment`, `replica` and `application` labels inside
+Serve replicas (the Router, the ModelServers); elsewhere (the job store actor) it adds none. Ray also
+adds its own labels to every series: Component, NodeAddress, SessionName, Version, WorkerId.
+Names follow Prometheus conventions (base units, counters end in `_total`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cache
+from typing import Any
+
+# Video jobs take from well under a second (tiny models) to an hour (720p long clips).
+LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+STEP_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+LOAD_BUCKETS_S = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200)
+
+PREFIX = "videogen_"
+RAY_PREFIX = "ray_"  # what Ray's metrics agent puts in front of every application metric
+SERVE_LABELS = ("deployment", "replica", "application")  # added by ray.serve.metrics in replicas
+RAY_LABELS = ("Component", "NodeAddress", "SessionName", "Version", "WorkerId")  # added by Ray
+
+
+class Kind(StrEnum):
+    COUNTER = "counter"
+    GAUGE = "gauge"
+    HISTOGRAM = "histogram"
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric: its name (without prefixes), type, labels and meaning."""
+
+    name: str
+    kind: Kind
+    description: str
+    labels: tuple[str, ...]
+    buckets: tuple[float, ...] = ()
+    serve_labels: bool = True  # recorded inside Serve replicas, so Serve's labels are added
+
+    @property
+    def exported(self) -> str:
+        """The metric family's name on Ray's export port (and in Prometheus)."""
+        return RAY_PREFIX + PREFIX + self.name
+
+    @property
+    def series(self) -> tuple[str, ...]:
+        """The series names Prometheus stores for this metric."""
+        if self.kind is Kind.HISTOGRAM:
+            return tuple(self.exported + suffix for suffix in ("_bucket", "_sum", "_count"))
+        return (self.exported,)
+
+
+REQUESTS = MetricSpec(
+    "requests_total",
+    Kind.COUNTER,
+    "RPCs handled by a Router, by RPC, model and gRPC status code (OK, INVALID_ARGUMENT, ...).",
+    ("rpc", "model", "code"),
+)
+REQUEST_LATENCY = MetricSpec(
+    "request_latency_seconds",
+    Kind.HISTOGRAM,
+    "End-to-end latency of Generate (arrival to last byte) and of finished jobs (submit to stored video).",
+    ("rpc", "model"),
+    LATENCY_BUCKETS_S,
+)
+QUEUE_WAIT = MetricSpec(
+    "queue_wait_seconds",
+    Kind.HISTOGRAM,
+    "Time from a request's arrival until a model replica started it.",
+    ("model",),
+    LATENCY_BUCKETS_S,
+)
+IN_FLIGHT = MetricSpec(
+    "requests_in_flight",
+    Kind.GAUGE,
+    "Requests admitted by a Router and not yet finished (running or queued), by model.",
+    ("model",),
+)
+MODEL_LOAD = MetricSpec(
+    "model_load_seconds",
+    Kind.HISTOGRAM,
+    "Time for a replica to load its pipeline (cold start).",
+    ("model",),
+    LOAD_BUCKETS_S,
+)
+COLD_START = MetricSpec(
+    "cold_start_seconds",
+    Kind.GAUGE,
+    "Time from a replica's start until it could answer its first request.",
+    ("model",),
+)
+STEP_TIME = MetricSpec(
+    "denoising_step_seconds",
+    Kind.HISTOGRAM,
+    "Duration of one denoising step (the first one of a request includes prompt encoding and set-up).",
+    ("model",),
+    STEP_BUCKETS_S,
+)
+FRAMES = MetricSpec(
+    "frames_generated_total",
+    Kind.COUNTER,
+    "Video frames generated (successful generations only).",
+    ("model",),
+)
+VIDEO_SECONDS = MetricSpec(
+    "video_seconds_generated_total",
+    Kind.COUNTER,
+    "Seconds of video generated (frames / fps).",
+    ("model",),
+)
+GENERATIONS = MetricSpec(
+    "generations_total",
+    Kind.COUNTER,
+    "Generations finished by model replicas, by outcome (succeeded, failed, cancelled); clips = succeeded.",
+    ("model", "outcome"),
+)
+JOBS = MetricSpec(
+    "jobs",
+    Kind.GAUGE,
+    "Async jobs by state (queued, running, succeeded, failed, cancelled), as the job store holds them.",
+    ("state",),
+    serve_labels=False,
+)
+DEVICE_MEMORY = MetricSpec(
+    "device_memory_bytes",
+    Kind.GAUGE,
+    "Memory of a model replica by device and kind: allocated, reserved, peak (torch.cuda), nvml_used, "
+    "nvml_total (NVML, whole GPU); on the CPU the process's resident bytes (device=cpu, kind=resident). "
+    "Sampled every 5 s and after each generation.",
+    ("model", "device", "kind"),
+)
+JOB_PEAK_MEMORY = MetricSpec(
+    "last_job_peak_memory_bytes",
+    Kind.GAUGE,
+    "Peak device memory of the last generation of a replica (what one clip costs).",
+    ("model", "device"),
+)
+
+SPECS: tuple[MetricSpec, ...] = (
+    REQUESTS,
+    REQUEST_LATENCY,
+    QUEUE_WAIT,
+    IN_FLIGHT,
+    MODEL_LOAD,
+    COLD_START,
+    STEP_TIME,
+    FRAMES,
+    VIDEO_SECONDS,
+    GENERATIONS,
+    JOBS,
+    DEVICE_MEMORY,
+    JOB_PEAK_MEMORY,
+)
+
+
+def _build(spec: MetricSpec) -> Any:
+    # ray.serve.metrics adds deployment/replica/application inside a replica and nothing elsewhere.
+    from ray.serve import metrics as m
+
+    name = PREFIX + spec.name
+    if spec.kind is Kind.COUNTER:
+        return m.Counter(name, description=spec.description, tag_keys=spec.labels)
+    if spec.kind is Kind.GAUGE:
+        return m.Gauge(name, description=spec.description, tag_keys=spec.labels)
+    return m.Histogram(
+        name, description=spec.description, boundaries=list(spec.buckets), tag_keys=spec.labels
+    )
+
+
+class Metrics:
+    """The metric objects; one instance per process (see `metrics()`), created inside the replica."""
+
+    def __init__(self) -> None:
+        self.requests = _build(REQUESTS)
+        self.request_latency = _build(REQUEST_LATENCY)
+        self.queue_wait = _build(QUEUE_WAIT)
+        self.in_flight = _build(IN_FLIGHT)
+        self.model_load = _build(MODEL_LOAD)
+        self.cold_start = _build(COLD_START)
+        self.step_time = _build(STEP_TIME)
+        self.frames = _build(FRAMES)
+        self.video_seconds = _build(VIDEO_SECONDS)
+        self.generations = _build(GENERATIONS)
+        self.jobs = _build(JOBS)
+        self.device_memory = _build(DEVICE_MEMORY)
+        self.job_peak_memory = _build(JOB_PEAK_MEMORY)
+
+
+@cache
+def metrics() -> Metrics:
+    """This process's metrics (first call inside a replica, so Serve's labels are attached)."""
+    return Metrics()
+
+
+def device_memory_samples() -> list[tuple[str, str, float]]:
+    """(device, kind, bytes) for every device this process uses."""
+    import torch
+
+    samples: list[tuple[str, str, float]] = []
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            device = f"cuda:{index}"
+            samples += [
+                (device, "allocated", torch.cuda.memory_allocated(index)),
+                (device, "reserved", torch.cuda.memory_reserved(index)),
+                (device, "peak", torch.cuda.max_memory_allocated(index)),
+            ]
+            samples += _nvml(index, device)
+    samples.append(("cpu", "resident", _resident_bytes()))
+    return samples
+
+
+def _nvml(index: int, device: str) -> list[tuple[str, str, float]]:
+    """Whole-device used/total bytes (every process on the GPU), from NVML or else the CUDA driver."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        info = pynvml.nvmlDeviceGetMemoryInfo(_nvml_handle(pynvml, index))
+        used, total = info.used, info.total
+    except Exception:  # nvidia-ml-py is optional: the driver's cudaMemGetInfo says the same
+        try:
+            import torch
+
+            free, total = torch.cuda.mem_get_info(index)
+            used = total - free
+        except Exception:
+            return []
+    return [(device, "nvml_used", used), (device, "nvml_total", total)]
+
+
+def _nvml_handle(pynvml: Any, index: int) -> Any:
+    """NVML's handle of torch's `cuda:index`: NVML ignores CUDA_VISIBLE_DEVICES, which Ray sets."""
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if index >= len(visible):
+        return pynvml.nvmlDeviceGetHandleByIndex(index)
+    entry = visible[index]
+    if entry.startswith(("GPU-", "MIG-")):
+        return pynvml.nvmlDeviceGetHandleByUUID(entry)
+    return pynvml.nvmlDeviceGetHandleByIndex(int(entry))
+
+
+def _resident_bytes() -> float:
+    with open(f"/proc/{os.getpid()}/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def record_device_memory(model: str) -> None:
+    """Set the device memory gauges of this process for `model`."""
+    for device, kind, value in device_memory_samples():
+        metrics().device_memory.set(value, tags={"model": model, "device": device, "kind": kind})
