@@ -1,0 +1,184 @@
+"""Serving overhead, side by side in one run: gRPC + Ray Serve vs the direct in-process call.
+
+For one tiny model it measures, interleaved:
+- direct: `Engine.generate_video` in this process (pipeline + MP4 encoding);
+- served: `Generate` over gRPC on loopback through Serve's proxy, the Router and the model replica;
+at a few steps (added latency in ms) and at enough steps that the direct call takes >= 1 s (ratio).
+Then FetchVideo of a 50 MB video (MB/s on loopback) and GetJob requests/s from concurrent clients.
+
+Usage: python bench/serving_overhead.py [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import percentile, summarize, write
+
+MODEL = "hunyuanvideo"
+VIDEO_MB = 50
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _config(results_dir: str):
+    from serve.config import ServeConfig
+
+    return ServeConfig.model_validate(
+        {
+            "grpc_port": _free_port(),
+            "http_port": _free_port(),
+            "ray": {"num_cpus": 8, "metrics_export_port": _free_port()},
+            "app": {
+                "results_dir": results_dir,
+                "models": [{"name": MODEL, "weights": "tiny", "num_cpus": 0.5, "max_queued_requests": 64}],
+            },
+        }
+    )
+
+
+def latency_pairs(client, engine, params, request, repeats: int) -> tuple[list[float], list[float]]:
+    direct, served = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        engine.generate_video(request)
+        direct.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        client.generate(params, timeout=600)
+        served.append(time.perf_counter() - start)
+    return direct, served
+
+
+def fetch_throughput(client, results_dir: str) -> dict:
+    """A 50 MB video stored as a finished job, fetched in 4 MiB chunks."""
+    import ray
+
+    from serve.jobs import job_store
+    from serve.results import ResultStore
+
+    store = job_store(str(Path(results_dir).resolve() / "jobs"))
+    record, _ = ray.get(store.call.remote("create", MODEL))
+    ray.get(store.call.remote("start", record.job_id))
+    data = os.urandom(VIDEO_MB * 1024 * 1024)
+    ResultStore(results_dir).put(record.job_id, data, "video/mp4")
+    ray.get(store.call.remote("succeed", record.job_id, {"mime_type": "video/mp4", "video_bytes": len(data)}))
+    client.fetch(record.job_id, chunk_bytes=4 << 20)  # warm-up
+    rates = []
+    for _ in range(5):
+        start = time.perf_counter()
+        received = client.fetch(record.job_id, chunk_bytes=4 << 20)
+        rates.append(len(received) / (time.perf_counter() - start) / 1e6)
+        assert received == data
+    return {"video_mb": VIDEO_MB, "mb_per_s": summarize(rates), "job_id": record.job_id}
+
+
+def get_job_rate(target: str, job_id: str, clients: int = 8, per_client: int = 400) -> dict:
+    from serve.client import VideogenClient
+
+    def run(_: int) -> int:
+        with VideogenClient(target) as client:
+            for _ in range(per_client):
+                client.get_job(job_id)
+        return per_client
+
+    with VideogenClient(target) as client:
+        client.get_job(job_id)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        total = sum(pool.map(run, range(clients)))
+    elapsed = time.perf_counter() - start
+    return {"clients": clients, "requests": total, "seconds": elapsed, "requests_per_s": total / elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--long-steps", type=int, default=0, help="steps of the >= 1 s case (auto if 0)")
+    args = parser.parse_args()
+
+    import tempfile
+
+    from serve import service
+    from serve.api import pb
+    from serve.catalog import get_spec
+    from serve.client import VideogenClient
+    from serve.engine import Engine
+    from serve.request import RequestFields, build_request
+
+    results_dir = tempfile.mkdtemp(prefix="videogen-bench-")
+    config = _config(results_dir)
+    service.start(config)
+    target = f"127.0.0.1:{config.grpc_port}"
+    spec = get_spec(MODEL)
+    engine = Engine(spec, "tiny")
+    engine.load()
+    report: dict = {"model": MODEL}
+    try:
+        with VideogenClient(target) as client:
+            cases = {"short": 2}
+            probe = build_request(spec, spec.tiny_limits, RequestFields(model=MODEL, prompt="fox", seed=1))
+            start = time.perf_counter()
+            engine.generate_video(probe)
+            per_call = time.perf_counter() - start
+            cases["long"] = args.long_steps or max(4, int(2 * 1.3 / max(per_call, 1e-3)) + 2)
+            for name, steps in cases.items():
+                fields = RequestFields(model=MODEL, prompt="a red fox", seed=1, num_inference_steps=steps)
+                request = build_request(spec, spec.tiny_limits, fields)
+                params = pb.GenerationParams(
+                    model=MODEL, prompt="a red fox", seed=1, num_inference_steps=steps
+                )
+                client.generate(params, timeout=600)  # warm-up
+                repeats = args.repeats if name == "short" else max(5, args.repeats // 4)
+                direct, served = latency_pairs(client, engine, params, request, repeats)
+                added = [s - d for s, d in zip(served, direct, strict=True)]
+                report[name] = {
+                    "steps": steps,
+                    "direct_s": summarize(direct),
+                    "served_s": summarize(served),
+                    "added_ms": {"p50": percentile(added, 50) * 1000, "p99": percentile(added, 99) * 1000},
+                    "ratio_median": summarize(served)["median"] / summarize(direct)["median"],
+                }
+            report["fetch"] = fetch_throughput(client, results_dir)
+            report["get_job"] = get_job_rate(target, report["fetch"]["job_id"])
+    finally:
+        service.stop()
+    short, long_ = report["short"], report["long"]
+    markdown = "\n".join(
+        [
+            f"# Serving overhead ({MODEL}, tiny, CPU; one run, interleaved)",
+            "",
+            "| case | steps | direct p50 (s) | served p50 (s) | added p50 (ms) | added p99 (ms) | ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+            *[
+                f"| {name} | {c['steps']} | {c['direct_s']['p50']:.3f} | {c['served_s']['p50']:.3f} | "
+                f"{c['added_ms']['p50']:.1f} | {c['added_ms']['p99']:.1f} | {c['ratio_median']:.3f} |"
+                for name, c in (("short", short), ("long (direct >= 1 s)", long_))
+            ],
+            "",
+            f"FetchVideo of {VIDEO_MB} MB on loopback: "
+            f"{report['fetch']['mb_per_s']['median']:.0f} MB/s (median of 5).",
+            f"GetJob: {report['get_job']['requests_per_s']:.0f} requests/s "
+            f"({report['get_job']['clients']} concurrent clients, {report['get_job']['requests']} requests).",
+            "",
+            "Targets: added p50 <= 15 ms, p99 <= 50 ms; ratio <= 1.05 where direct >= 1 s; "
+            ">= 200 MB/s; >= 300 GetJob/s.",
+        ]
+    )
+    write("serving_overhead", report, markdown + "\n")
+
+
+if __name__ == "__main__":
+    main()
