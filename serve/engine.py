@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from serve import video
 from serve.catalog import MemoryOptions, ModelSpec
-from serve.errors import Cancelled, InvalidArgument, ResourceExhausted
+from serve.errors import Cancelled, InvalidArgument, ResourceExhausted, VideogenError
 from serve.families import get_family
 from serve.request import GenerationRequest
 from serve.weights import TINY, WeightsSource, resolve_weights
@@ -252,20 +252,22 @@ class Engine:
         # without the generator): seed it too, so the same seed always gives the same frames.
         torch.manual_seed(request.seed)
         _peak_memory_reset(self.device)
+        stopped: VideogenError | None = None
         try:
             with step_hook(self.pipe, on_step), torch.inference_mode():
                 output = self.pipe(**kwargs)
-        except Cancelled:
-            raise
+        except Cancelled as exc:
+            stopped = exc.with_traceback(None)
         except Exception as exc:
-            if _is_oom(exc):
-                raise ResourceExhausted(f"out of memory generating {request.model}: {exc}") from None
-            raise
-        finally:
+            if not _is_oom(exc):
+                raise
+            stopped = ResourceExhausted(f"out of memory generating {request.model}: {exc}")
+        if stopped is not None:
+            # The stopped run's latents and activations hung off its traceback: free them now, so
+            # the next request starts with the memory a finished one would have left.
             kwargs.clear()
-            gc.collect()
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+            self._release_memory()
+            raise stopped
         frames = video.to_uint8(np.asarray(output.frames[0]))
         return GenerationOutput(
             frames=frames,
@@ -274,6 +276,11 @@ class Engine:
             steps_completed=steps_done,
             peak_memory_bytes=_peak_memory(self.device),
         )
+
+    def _release_memory(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def generate_video(
         self,
