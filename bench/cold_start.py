@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import socket
 import sys
 import tempfile
@@ -126,6 +127,7 @@ def measure(client: Any, model: Any, deadline_s: float) -> dict[str, float]:
 
 
 def markdown(report: dict[str, Any]) -> str:
+    load = report["load_average_1m"]
     lines = [
         f"# Cold start per model ({report['weights']} weights; one run, models alternating, "
         f"{report['rounds']} rounds)",
@@ -148,6 +150,10 @@ def markdown(report: dict[str, Any]) -> str:
         "sent while the model had no replica waited before the replica started it (summary "
         "`queue_seconds`): the replica's cold start plus the autoscaler's reaction, Ray's worker start and "
         "imports. *warm request*: the same request on the running replica.",
+        "",
+        f"Machine: {load['cpu_count']} CPUs, 1-minute load average {load['start']:.1f} at the start and "
+        f"{load['end']:.1f} at the end of the run ({report['run_seconds']:.0f} s); other work on a busy "
+        "machine inflates every column alike.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -168,7 +174,7 @@ def main() -> None:
 
     models = args.models.split(",") if args.models else None
     config = serve_config(args.config, models, tempfile.mkdtemp(prefix="videogen-cold-start-"))
-    began = time.monotonic()
+    began, load_before = time.monotonic(), os.getloadavg()[0]
     service.start(config)
     samples: dict[str, list[dict[str, float]]] = {m.name: [] for m in config.app.models}
     try:
@@ -184,6 +190,8 @@ def main() -> None:
         "weights": ", ".join(weights),
         "rounds": args.rounds,
         "run_seconds": time.monotonic() - began,
+        # This machine is shared: its load shows how far the absolute numbers are inflated.
+        "load_average_1m": {"start": load_before, "end": os.getloadavg()[0], "cpu_count": os.cpu_count()},
         "models": {
             name: {key: summarize([s[key] for s in rows]) for key in rows[0]}
             for name, rows in samples.items()

@@ -19,26 +19,97 @@ SERVICER_FUNCTIONS = [
 
 
 class AutoscalingOptions(BaseModel):
-    """Replica autoscaling for one model; defaults suit multi-minute video jobs."""
+    """Replica autoscaling for one model (Serve's `autoscaling_config`).
 
-    min_replicas: int = Field(1, ge=0, description="0 lets the model scale to zero (cold start on demand)")
-    max_replicas: int = Field(1, ge=1, description="upper bound of replicas")
-    initial_replicas: int | None = Field(None, ge=0, description="replicas at deploy time")
+    The defaults suit video jobs that run for minutes on a GPU and a replica whose cold start (weights
+    from disk to the GPU) also takes minutes: scale up soon after a queue forms, scale down late.
+    README "Autoscaling" explains the choices.
+    """
+
+    min_replicas: int = Field(
+        1,
+        ge=0,
+        description=(
+            "replicas kept without traffic. 1 keeps the model loaded; 0 lets it scale to zero when idle: "
+            "a request then waits for a replica to start (up to its deadline), and ListModels states the "
+            "wait in expected_cold_start_seconds"
+        ),
+    )
+    max_replicas: int = Field(
+        1,
+        ge=1,
+        description=(
+            "upper bound of replicas, so of the GPUs the model may take (num_gpus each, per rank when "
+            "parallel); the Router admits max_replicas x max_ongoing_requests + max_queued_requests requests"
+        ),
+    )
+    initial_replicas: int | None = Field(
+        None, ge=0, description="replicas at deploy time (between min and max); unset: min_replicas"
+    )
     target_ongoing_requests: float = Field(
-        1.0, gt=0, description="a replica runs one video at a time; more queue on the same GPU"
+        1.0,
+        gt=0,
+        description=(
+            "requests per replica the autoscaler aims for, counting those queued at the Router's handle. "
+            "1: a replica runs one video at a time, so every request beyond one per replica waits a whole "
+            "job and is a reason for another replica"
+        ),
     )
-    upscale_delay_s: float = Field(10.0, ge=0, description="sustained queueing before adding a replica")
+    upscale_delay_s: float = Field(
+        10.0,
+        ge=0,
+        description=(
+            "how long the load must stay above target before a replica is added. 10 s is small next to a "
+            "job (minutes) and a cold start, so a queue never waits minutes for the decision, yet long "
+            "enough that a blip does not start a replica that loads its weights for nothing"
+        ),
+    )
     downscale_delay_s: float = Field(
-        600.0, ge=0, description="idle time before removing a replica: reloading weights costs minutes"
+        600.0,
+        ge=0,
+        description=(
+            "how long the load must stay below target before a replica is removed. 10 minutes: a removed "
+            "replica costs a full cold start when traffic returns, and video traffic comes in bursts of "
+            "jobs minutes apart; an idle GPU for a while is cheaper than making the next requests wait"
+        ),
     )
-    metrics_interval_s: float = Field(2.0, gt=0, description="how often replicas report load")
-    look_back_period_s: float = Field(10.0, gt=0, description="window the load is averaged over")
+    downscale_to_zero_delay_s: float | None = Field(
+        None,
+        ge=0,
+        description="idle time before the last replica goes when min_replicas is 0; unset: downscale_delay_s",
+    )
+    metrics_interval_s: float = Field(
+        2.0,
+        gt=0,
+        description=(
+            "how often replicas and handles report their load to the autoscaler (Serve's default 10 s); "
+            "2 s lets a decision follow a queue within seconds at negligible cost"
+        ),
+    )
+    look_back_period_s: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "window the load is averaged over before comparing it with the target; 10 s smooths the "
+            "start and end of single jobs. Keep it above metrics_interval_s"
+        ),
+    )
 
     @model_validator(mode="after")
     def _bounds_ordered(self) -> AutoscalingOptions:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas {self.min_replicas} exceeds max_replicas {self.max_replicas}")
+        initial = self.initial_replicas
+        if initial is not None and not self.min_replicas <= initial <= self.max_replicas:
+            raise ValueError(
+                f"initial_replicas {initial} is outside [min_replicas {self.min_replicas}, "
+                f"max_replicas {self.max_replicas}]"
+            )
         return self
+
+    @property
+    def scales_to_zero(self) -> bool:
+        return self.min_replicas == 0
 
     def to_serve(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
@@ -64,13 +135,37 @@ class ModelDeployment(BaseModel):
     memory: MemoryOptions | None = Field(None, description="memory options; the catalog's when unset")
     num_cpus: float = Field(1.0, ge=0, description="CPUs a replica reserves")
     num_gpus: float = Field(0.0, ge=0, description="GPUs a replica reserves (per rank when parallel)")
-    max_ongoing_requests: int = Field(1, ge=1, description="requests a replica runs at once")
+    max_ongoing_requests: int = Field(
+        1,
+        ge=1,
+        description=(
+            "requests a replica takes at once. 1: the pipeline runs one video at a time, so a second one "
+            "would only wait inside this replica, where a replica that comes up meanwhile cannot take it; "
+            "waiting at the Router's handle instead, it counts for the autoscaler and goes to the first "
+            "free replica"
+        ),
+    )
     max_queued_requests: int = Field(
         8, ge=-1, description="requests waiting per caller before RESOURCE_EXHAUSTED (-1: unbounded)"
     )
     autoscaling: AutoscalingOptions = Field(default_factory=AutoscalingOptions)
     parallel: ParallelOptions | None = Field(None, description="multi-GPU replica (ParallelModelServer)")
     request_timeout_s: float = Field(3600.0, gt=0, description="longest a generation may run")
+    cold_start_estimate_s: float = Field(
+        60.0,
+        ge=0,
+        description=(
+            "seconds from a replica's start to its first request answerable, reported by ListModels for a "
+            "model that scales to zero until a replica has measured its own (then the last measured one). "
+            "Measure a real model with bench/cold_start.py on a GPU node"
+        ),
+    )
+    max_video_pixels: int | None = Field(
+        None,
+        ge=1,
+        description="most num_frames x height x width one request may ask (each also within its range); "
+        "unset: the longest clip at the default size for real weights, only the ranges for tiny ones",
+    )
 
     @field_validator("name")
     @classmethod
@@ -86,6 +181,34 @@ class ModelDeployment(BaseModel):
     @property
     def tiny(self) -> bool:
         return self.weights == TINY
+
+    def video_pixel_budget(self) -> int | None:
+        """The frames x height x width budget of one request (None: the ranges alone bound it)."""
+        if self.max_video_pixels is not None:
+            return self.max_video_pixels
+        if self.tiny:
+            return None
+        # The catalog's memory estimate holds at the default size: allow the longest clip at that size.
+        limits = CATALOG[self.name].limits
+        return limits.num_frames.max * limits.default_height * limits.default_width
+
+
+class AuthOptions(BaseModel):
+    """API keys: bearer tokens checked by the Router against SHA-256 hashes in a keys file."""
+
+    enabled: bool = Field(False, description="require `authorization: Bearer <key>` on every API call")
+    keys_file: str | None = Field(
+        None, description="YAML file of hashed keys (a mounted Secret in Kubernetes); see `videogen hash-key`"
+    )
+    reload_interval_s: float = Field(
+        30.0, ge=0, description="how often the keys file is checked for changes (rotation without restart)"
+    )
+
+    @model_validator(mode="after")
+    def _keys_when_enabled(self) -> AuthOptions:
+        if self.enabled and not self.keys_file:
+            raise ValueError("auth.enabled needs auth.keys_file")
+        return self
 
 
 class RouterOptions(BaseModel):
@@ -104,6 +227,10 @@ class AppConfig(BaseModel):
     router: RouterOptions = Field(default_factory=RouterOptions)
     results_dir: str = Field("var/results", description="directory (shared by all nodes) for finished videos")
     job_ttl_s: float = Field(86400.0, gt=0, description="how long finished jobs and videos are kept")
+    job_sweep_interval_s: float = Field(
+        10.0, gt=0, description="how often unfinished jobs are checked for a dead Router or replica"
+    )
+    auth: AuthOptions = Field(default_factory=AuthOptions, description="API keys (off: no authentication)")
 
     @field_validator("models")
     @classmethod
@@ -138,6 +265,12 @@ class ServeConfig(BaseModel):
     host: str = Field("127.0.0.1", description="address the HTTP proxy binds")
     app_name: str = Field("videogen", description="Serve application name")
     request_timeout_s: float | None = Field(None, description="gRPC proxy end-to-end timeout")
+    max_message_bytes: int = Field(
+        32 << 20,
+        ge=1 << 20,
+        description="largest gRPC message the proxy accepts (a request carries at most one image); "
+        "applied as RAY_SERVE_GRPC_MAX_MESSAGE_SIZE when `videogen serve` starts Ray",
+    )
 
     @classmethod
     def from_file(cls, path: str | Path) -> ServeConfig:
