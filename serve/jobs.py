@@ -326,5 +326,7 @@ def job_store(directory: str, ttl_s: float = 86400.0, sweep_interval_s: float = 
     actor_cls = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=1000)(JobStoreActor)
     return actor_cls.options(
         name=f"{STORE_NAME}-{hashlib.sha1(directory.encode()).hexdigest()[:10]}",
-        namespace=STORE_NAMESPACE, lifetime="detached", get_if_exists=True
+        namespace=STORE_NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
     ).remote(directory, ttl_s, sweep_interval_s)

@@ -51,7 +51,9 @@ def _status(error: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(error, BackPressureError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, f"too many requests queued for this model: {error}"
     if isinstance(error, DeploymentUnavailableError | RayActorError):
-        return grpc.StatusCode.UNAVAILABLE, f"model replica unavailable: {error}"
+        # Ray's own text runs to many lines of actor details; its first line says what happened.
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        return grpc.StatusCode.UNAVAILABLE, f"model replica unavailable: {first_line}"
     log.exception("unexpected error", exc_info=error)
     return grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}"
 

@@ -1,0 +1,183 @@
+"""Faults on a real cluster: OOM, deadlines, a replica or Router killed mid-job, graceful shutdown.
+
+A separate Serve application ("faults") so that killing its processes never disturbs the shared one.
+Its model replica is FaultyModelServer (tests/integration/fakes.py), a test fake: the real tiny
+pipeline, whose scheduler raises torch.OutOfMemoryError (prompt "FAKE-OOM") or takes 0.2 s a step
+(prompt "FAKE-SLOW", so that long requests are long on any machine) when asked.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from serve.api import pb
+from serve.client import VideogenClient
+from serve.config import AppConfig
+from tests.integration.cluster import job_record, kill_replica, replica_names, wait_until
+from tests.integration.fakes import FAKE_OOM_MARKER, FAKE_SLOW_MARKER, FAKE_SLOW_STEP_S
+
+pytestmark = pytest.mark.integration
+
+APP = "faults"
+MODEL = "hunyuanvideo"
+DEPLOYMENT = "Model_hunyuanvideo"
+LONG_STEPS = 150  # x FAKE_SLOW_STEP_S = 30 s of work
+RESTART_TIMEOUT_S = 120
+
+
+@dataclass
+class Faults:
+    target: str
+    results_dir: Path
+
+    def client(self) -> VideogenClient:
+        return VideogenClient(self.target, application=APP)
+
+
+@pytest.fixture(scope="module")
+def faults(service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
+    from ray import serve
+
+    from serve.deployments import build_app
+    from tests.integration.fakes import FaultyModelServer
+
+    results_dir = tmp_path_factory.mktemp("faults-results")
+    config = AppConfig.model_validate(
+        {
+            "models": [
+                {
+                    "name": MODEL,
+                    "weights": "tiny",
+                    "num_cpus": 0.1,
+                    "max_queued_requests": 4,
+                    "request_timeout_s": 120,  # also the graceful shutdown budget
+                    "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+                }
+            ],
+            "results_dir": str(results_dir),
+            "job_sweep_interval_s": 1.0,
+        }
+    )
+    serve.run(build_app(config, model_server_cls=FaultyModelServer), name=APP, route_prefix=f"/{APP}")
+    yield Faults(service.target, results_dir)
+    serve.delete(APP)
+
+
+def params(prompt: str = "a red fox", steps: int = 2) -> pb.GenerationParams:
+    return pb.GenerationParams(model=MODEL, prompt=prompt, seed=1, num_inference_steps=steps)
+
+
+def slow(steps: int) -> pb.GenerationParams:
+    return params(f"{FAKE_SLOW_MARKER} fox", steps)
+
+
+def wait_for_step(client: VideogenClient, job_id: str, step: int) -> pb.Job:
+    for update in client.watch(job_id, timeout=120):
+        if update.progress.step >= step:
+            return update
+    raise AssertionError(f"job {job_id} ended before step {step}")
+
+
+def serving(faults: Faults) -> bool:
+    with faults.client() as client:
+        return client.generate(params(), timeout=30).summary.num_frames > 0
+
+
+def test_oom_mid_generation_is_resource_exhausted_and_the_replica_keeps_serving(faults):
+    before = replica_names(APP, DEPLOYMENT)
+    with faults.client() as client:
+        with pytest.raises(grpc.RpcError) as error:
+            client.generate(params(f"{FAKE_OOM_MARKER} fox", steps=4), timeout=60)
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "out of memory" in error.value.details()
+
+        job = client.submit(params(f"{FAKE_OOM_MARKER} fox", steps=4))
+        final = client.wait(job.job_id, timeout=60)
+        assert final.state == pb.JOB_STATE_FAILED and final.error_code == "RESOURCE_EXHAUSTED"
+        assert "out of memory" in final.error
+
+        assert client.generate(params(), timeout=60).summary.num_frames > 0
+    assert replica_names(APP, DEPLOYMENT) == before  # the same process served on
+
+
+def test_a_client_deadline_cancels_the_work_on_the_replica(faults):
+    with faults.client() as client:
+        client.generate(params(), timeout=60)  # warm
+        with pytest.raises(grpc.RpcError) as error:
+            client.generate(slow(LONG_STEPS), timeout=3.0)
+        assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        expired = time.monotonic()
+        client.generate(params(), timeout=60)
+        freed_after = time.monotonic() - expired
+    # Had the work gone on, the next request would have waited for the rest of its 30 s.
+    assert freed_after < 8.0, freed_after
+    assert freed_after < LONG_STEPS * FAKE_SLOW_STEP_S / 3
+
+
+def test_a_replica_killed_mid_job_fails_the_job_with_a_reason_and_service_resumes(faults):
+    with faults.client() as client:
+        job = client.submit(slow(LONG_STEPS))
+        wait_for_step(client, job.job_id, 2)
+        killed = kill_replica(APP, DEPLOYMENT)
+
+        final = wait_until(
+            lambda: (record := client.get_job(job.job_id)).state != pb.JOB_STATE_RUNNING and record,
+            timeout_s=60,
+            what="the job to leave RUNNING",
+        )
+    assert final.state == pb.JOB_STATE_FAILED, final
+    assert final.error_code == "UNAVAILABLE" and "replica" in final.error and "\n" not in final.error
+    assert final.progress.step < LONG_STEPS
+
+    wait_until(lambda: serving(faults), RESTART_TIMEOUT_S, interval_s=2, what="Serve to restart the replica")
+    assert killed not in replica_names(APP, DEPLOYMENT)
+
+
+def test_a_job_queued_in_a_router_that_dies_is_failed_by_the_job_store_sweep(faults):
+    with faults.client() as client:
+        running = client.submit(slow(30))  # 6 s on the one replica
+        wait_for_step(client, running.job_id, 1)
+        queued = client.submit(params())  # waits in the Router for the busy replica
+        assert client.get_job(queued.job_id).state == pb.JOB_STATE_QUEUED
+        kill_replica(APP, "Router")
+
+    queued_final = wait_until(
+        lambda: (record := job_record(faults.results_dir, queued.job_id)).ended and record,
+        timeout_s=30,
+        what="the sweep to fail the orphaned job",
+    )
+    assert queued_final.state.value == "failed" and queued_final.error_code == "UNAVAILABLE"
+    assert "Router" in queued_final.error
+    # The running job is not stranded either: its replica finishes it or records why it stopped.
+    running_final = wait_until(
+        lambda: (record := job_record(faults.results_dir, running.job_id)).ended and record,
+        timeout_s=120,
+        what="the running job to end",
+    )
+    assert running_final.state.value == "succeeded" or running_final.error
+    wait_until(lambda: serving(faults), RESTART_TIMEOUT_S, interval_s=2, what="Serve to restart the Router")
+
+
+def test_graceful_shutdown_drains_the_running_job(faults):
+    from ray import serve
+
+    with faults.client() as client:
+        job = client.submit(slow(20))  # 4 s
+        wait_for_step(client, job.job_id, 1)
+        assert client.get_job(job.job_id).state == pb.JOB_STATE_RUNNING
+    deleting = threading.Thread(target=serve.delete, args=(APP,))
+    deleting.start()
+    deleting.join(timeout=180)
+    assert not deleting.is_alive()
+
+    record = job_record(faults.results_dir, job.job_id)
+    assert record.state.value == "succeeded", record
+    assert record.summary["num_inference_steps"] == 20
+    assert list(faults.results_dir.glob(f"{job.job_id}.*"))

@@ -1,0 +1,124 @@
+"""Jobs never stay QUEUED or RUNNING behind a dead Router or replica; per-caller quotas are exact."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from ray.exceptions import ActorDiedError
+
+from serve.errors import NotFound, ResourceExhausted
+from serve.jobs import JobBook, JobState, JobStoreActor, holder_is_dead
+
+
+class FakeHolder:
+    """Stands in for a Router or replica actor handle: answers `__ray_ready__` as alive, dead or hung."""
+
+    def __init__(self, state: str = "alive") -> None:
+        self.state = state
+        outer = self
+
+        class _Ready:
+            def remote(self):
+                return outer._ready()
+
+        self.__ray_ready__ = _Ready()
+
+    async def _ready(self) -> bool:
+        if self.state == "dead":
+            raise ActorDiedError()
+        if self.state == "hung":
+            await asyncio.sleep(60)
+        return True
+
+
+def test_quota_counts_the_owners_unfinished_jobs_only():
+    book = JobBook()
+    first, _ = book.create("svd", owner="alice", max_active=2)
+    book.create("svd", owner="alice", max_active=2)
+    book.create("svd", owner="bob", max_active=2)
+    with pytest.raises(ResourceExhausted, match="alice"):
+        book.create("svd", owner="alice", max_active=2)
+    book.fail(first.job_id, "INTERNAL", "boom")
+    assert book.create("svd", owner="alice", max_active=2)[1] is True
+    assert book.active("alice") == 2 and book.active("bob") == 1
+
+
+def test_an_idempotent_retry_at_the_quota_returns_the_existing_job():
+    book = JobBook()
+    job, _ = book.create("svd", idempotency_key="k1", owner="alice", max_active=1)
+    again, created = book.create("svd", idempotency_key="k1", owner="alice", max_active=1)
+    assert (again.job_id, created) == (job.job_id, False)
+
+
+def test_jobs_are_invisible_to_other_owners():
+    book = JobBook()
+    job, _ = book.create("svd", owner="alice")
+    assert book.get(job.job_id, "alice").job_id == job.job_id
+    assert book.get(job.job_id, None).job_id == job.job_id  # auth off: no scoping
+    for call in (lambda: book.get(job.job_id, "bob"), lambda: book.cancel(job.job_id, "bob")):
+        with pytest.raises(NotFound):
+            call()
+    assert book.jobs[job.job_id].state is JobState.QUEUED
+
+
+def test_a_queued_job_whose_router_died_fails_with_a_reason():
+    router = FakeHolder()
+    book = JobBook()
+    job, _ = book.create("svd", holder=router)
+    record = book.orphan(job.job_id, router)
+    assert record.state is JobState.FAILED and record.error_code == "UNAVAILABLE"
+    assert "Router" in record.error and not book.held()
+
+
+def test_a_running_job_whose_replica_died_fails_with_a_reason():
+    router, replica = FakeHolder(), FakeHolder()
+    book = JobBook()
+    job, _ = book.create("svd", holder=router)
+    book.start(job.job_id, holder=replica)
+    book.progress(job.job_id, "denoising", 3, 10, 1.0)
+    # The Router handed the job on: its death no longer matters, the replica's does.
+    assert book.orphan(job.job_id, router).state is JobState.RUNNING
+    record = book.orphan(job.job_id, replica)
+    assert record.state is JobState.FAILED and "replica" in record.error and "step 3" in record.error
+
+
+def test_an_ended_job_is_never_orphaned():
+    replica = FakeHolder()
+    book = JobBook()
+    job, _ = book.create("svd")
+    book.start(job.job_id, holder=replica)
+    book.succeed(job.job_id, {"sha256": "x"})
+    assert book.held() == []
+    assert book.orphan(job.job_id, replica).state is JobState.SUCCEEDED
+
+
+def test_holder_is_dead_only_when_ray_says_the_actor_died():
+    async def check() -> list[bool]:
+        return [
+            await holder_is_dead(FakeHolder("alive")),
+            await holder_is_dead(FakeHolder("dead")),
+            await holder_is_dead(FakeHolder("hung"), timeout_s=0.05),
+        ]
+
+    assert asyncio.run(check()) == [False, True, False]
+
+
+def test_the_store_sweep_fails_exactly_the_jobs_of_dead_holders(tmp_path):
+    async def scenario() -> tuple[list[str], dict[str, JobState]]:
+        store = JobStoreActor(str(tmp_path), ttl_s=3600, sweep_interval_s=3600)
+        alive, dead = FakeHolder(), FakeHolder("dead")
+        queued_alive, _ = await store.call("create", "svd", holder=alive)
+        queued_dead, _ = await store.call("create", "svd", holder=dead)
+        running_dead, _ = await store.call("create", "svd", holder=alive)
+        await store.call("start", running_dead.job_id, holder=dead)
+        failed = await store.sweep()
+        states = {job_id: store.book.jobs[job_id].state for job_id in store.book.jobs}
+        store.sweeper.cancel()
+        return failed, states | {"ids": (queued_alive.job_id, queued_dead.job_id, running_dead.job_id)}
+
+    failed, states = asyncio.run(scenario())
+    queued_alive, queued_dead, running_dead = states.pop("ids")
+    assert sorted(failed) == sorted([queued_dead, running_dead])
+    assert states[queued_alive] is JobState.QUEUED
+    assert states[queued_dead] is states[running_dead] is JobState.FAILED
