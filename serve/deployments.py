@@ -34,9 +34,10 @@ MEMORY_SAMPLE_PERIOD_S = 5.0
 def _make_engine(model: ModelDeployment) -> Any:
     spec = get_spec(model.name)
     if model.parallel is not None:
-        from parallel.group import ParallelEngine
+        from parallel.group import GroupTimeouts, ParallelEngine
 
-        return ParallelEngine(spec, model.weights, model.memory, model.parallel)
+        timeouts = GroupTimeouts(request_s=model.request_timeout_s)
+        return ParallelEngine(spec, model.weights, model.memory, model.parallel, timeouts)
     return Engine(spec, model.weights, model.memory, num_threads=max(1, round(model.num_cpus)))
 
 

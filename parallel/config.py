@@ -1,0 +1,141 @@
+"""Sequence-parallel degrees of a HunyuanVideo replica and their validation against the model.
+
+xDiT's HunyuanVideo wrapper splits attention heads over the Ulysses ranks, the video tokens over all
+sequence-parallel ranks (`ulysses x ring`) and, with `cfg_degree=2`, the two true-CFG branches over two
+rank groups. The errors below name the field at fault and list the combinations that would work.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from serve.config import ParallelOptions
+from serve.errors import InvalidArgument
+from serve.request import GenerationRequest
+
+
+class ParallelConfigError(ValueError):
+    """A ParallelOptions that cannot run this model on this many GPUs."""
+
+
+class TransformerGeometry(BaseModel):
+    """What the degrees are checked against: the transformer's heads and patching, the VAE's compression."""
+
+    model_config = ConfigDict(frozen=True)
+    num_attention_heads: int = Field(ge=1, description="attention heads (split over Ulysses ranks)")
+    patch_size: int = Field(ge=1, description="spatial patch of the transformer, in latent pixels")
+    patch_size_t: int = Field(ge=1, description="temporal patch of the transformer, in latent frames")
+    spatial_compression: int = Field(8, ge=1, description="VAE pixels per latent pixel")
+    temporal_compression: int = Field(4, ge=1, description="VAE frames per latent frame (after the first)")
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> TransformerGeometry:
+        """Read `transformer/config.json` (and `vae/config.json`) of a diffusers checkpoint directory."""
+        root = Path(path)
+        transformer = json.loads((root / "transformer" / "config.json").read_text())
+        vae_file = root / "vae" / "config.json"
+        vae = json.loads(vae_file.read_text()) if vae_file.is_file() else {}
+        return cls(
+            num_attention_heads=transformer["num_attention_heads"],
+            patch_size=transformer["patch_size"],
+            patch_size_t=transformer["patch_size_t"],
+            spatial_compression=vae.get("spatial_compression_ratio", 8),
+            temporal_compression=vae.get("temporal_compression_ratio", 4),
+        )
+
+    def video_tokens(self, num_frames: int, height: int, width: int) -> int:
+        """Tokens the transformer attends over for one video (text tokens not counted)."""
+        latent_frames = (num_frames - 1) // self.temporal_compression + 1
+        patch = self.spatial_compression * self.patch_size
+        return (latent_frames // self.patch_size_t) * (height // patch) * (width // patch)
+
+
+# The published HunyuanVideo (hunyuanvideo-community/HunyuanVideo): 24 heads of 128, 2x2 patches.
+HUNYUANVIDEO = TransformerGeometry(num_attention_heads=24, patch_size=2, patch_size_t=1)
+
+
+def _describe(options: ParallelOptions) -> str:
+    return f"ulysses={options.ulysses_degree} ring={options.ring_degree} cfg={options.cfg_degree}"
+
+
+def valid_combinations(
+    world_size: int, geometry: TransformerGeometry, true_cfg: bool = False
+) -> list[ParallelOptions]:
+    """Every ParallelOptions that runs this model on `world_size` ranks (Ulysses-heavy first)."""
+    combos = []
+    for cfg in (1, 2) if true_cfg else (1,):
+        if world_size % cfg:
+            continue
+        sequence = world_size // cfg
+        for ulysses in range(sequence, 0, -1):
+            if sequence % ulysses == 0 and geometry.num_attention_heads % ulysses == 0:
+                combos.append(
+                    ParallelOptions(ulysses_degree=ulysses, ring_degree=sequence // ulysses, cfg_degree=cfg)
+                )
+    return combos
+
+
+def _valid_list(world_size: int, geometry: TransformerGeometry, true_cfg: bool) -> str:
+    combos = valid_combinations(world_size, geometry, true_cfg)
+    return "; ".join(_describe(c) for c in combos) or "none"
+
+
+def validate(
+    options: ParallelOptions,
+    geometry: TransformerGeometry,
+    world_size: int | None = None,
+    true_cfg: bool = False,
+) -> ParallelOptions:
+    """Check the degrees against the model (and the GPUs when `world_size` is given); returns `options`.
+
+    `true_cfg` says whether the deployment's requests use true classifier-free guidance (HunyuanVideo is
+    CFG-distilled: only `true_cfg_scale > 1` with a negative prompt runs the second branch cfg=2 splits).
+    """
+    size = world_size or options.world_size
+    if world_size is not None and options.world_size != world_size:
+        raise ParallelConfigError(
+            f"{_describe(options)} needs {options.world_size} GPUs (ulysses x ring x cfg) but the replica "
+            f"has {world_size}; valid for {world_size}: {_valid_list(world_size, geometry, true_cfg)}"
+        )
+    if geometry.num_attention_heads % options.ulysses_degree:
+        raise ParallelConfigError(
+            f"ulysses_degree={options.ulysses_degree} does not divide the model's "
+            f"{geometry.num_attention_heads} attention heads; valid for {size} GPUs: "
+            f"{_valid_list(size, geometry, true_cfg)}"
+        )
+    if options.cfg_degree == 2 and not true_cfg:
+        raise ParallelConfigError(
+            "cfg_degree=2 splits the true-CFG branches, but HunyuanVideo is CFG-distilled and runs one "
+            f"branch unless true CFG is used; valid for {size} GPUs without true CFG: "
+            f"{_valid_list(size, geometry, False)}"
+        )
+    return options
+
+
+def uses_true_cfg(request: GenerationRequest) -> bool:
+    """Whether HunyuanVideoPipeline runs two branches per step for this request."""
+    return (request.true_cfg_scale or 1.0) > 1.0 and bool(request.negative_prompt)
+
+
+def validate_request(
+    options: ParallelOptions, geometry: TransformerGeometry, request: GenerationRequest
+) -> None:
+    """Per-request checks: video tokens split evenly, cfg=2 gets two branches; raises InvalidArgument."""
+    sequence = options.ulysses_degree * options.ring_degree
+    tokens = geometry.video_tokens(request.num_frames, request.height, request.width)
+    if tokens % sequence:
+        raise InvalidArgument(
+            "height",
+            f"{request.width}x{request.height} x {request.num_frames} frames gives {tokens} video tokens, "
+            f"which do not split evenly over ulysses x ring = {sequence} ranks; pick a size whose token "
+            f"count is a multiple of {sequence}",
+        )
+    if options.cfg_degree == 2 and not uses_true_cfg(request):
+        raise InvalidArgument(
+            "true_cfg_scale",
+            "this deployment splits the true-CFG branches over rank groups (cfg_degree=2): requests need "
+            "true_cfg_scale > 1 and a negative_prompt",
+        )

@@ -1,0 +1,292 @@
+"""One rank of a sequence-parallel HunyuanVideo group: distributed init, pipeline, xDiT, one request a time.
+
+Each rank loads the same weights through `serve.engine.Engine`, with the transformer built as xfuser's
+`xFuserHunyuanVideoTransformer3DWrapper` (as xfuser 0.7's own HunyuanVideo runner does), then sets up
+xfuser's runtime state, which creates the Ulysses / ring / CFG process groups. Every rank runs the
+whole pipeline with the same seed; the wrapper splits the video tokens and gathers the result, so all
+ranks hold the same latents after every step. Rank 0 reports progress and returns the encoded video.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from parallel import cpu_compat
+from parallel.config import TransformerGeometry, validate, validate_request
+from parallel.fp8 import ParameterBytes, parameter_bytes
+from serve.catalog import MemoryOptions, ModelSpec
+from serve.config import ParallelOptions
+from serve.engine import EncodedVideo, Engine, ProgressCallback
+from serve.request import GenerationRequest
+
+log = logging.getLogger(__name__)
+
+DEFAULT_COLLECTIVE_TIMEOUT_S = 600.0
+
+
+def distributed_backend() -> str:
+    """NCCL where CUDA is present, gloo on the CPU."""
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+class CollectiveCancel:
+    """Stands in for the `threading.Event` that `Engine.generate` polls, but agrees across ranks.
+
+    `Engine` calls `is_set()` once before the run and once after every denoising step, on every rank
+    at the same points; here that call is an all-reduce (MAX) of each rank's local flag, so a cancel
+    that reaches any rank stops all of them after the same step and no rank is left in a collective.
+    """
+
+    def __init__(self, local: threading.Event, group: Any) -> None:
+        self.local = local
+        self.group = group
+
+    def is_set(self) -> bool:
+        flag = torch.tensor([1 if self.local.is_set() else 0], dtype=torch.int32)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group)
+        return bool(flag.item())
+
+
+class _XDiTFamily:
+    """The model family's loading, with the transformer built as xDiT's parallel wrapper."""
+
+    def __init__(self, family: Any, transformer_cls: type) -> None:
+        self.family = family
+        self.transformer_cls = transformer_cls
+
+    def load_pipeline(self, pipeline_cls: type, source: Any, load_kwargs: dict[str, Any]) -> Any:
+        transformer = self.transformer_cls.from_pretrained(
+            str(source.path), subfolder="transformer", torch_dtype=load_kwargs.get("torch_dtype")
+        )
+        transformer.install_xdit_attention_processors()
+        return self.family.load_pipeline(pipeline_cls, source, {**load_kwargs, "transformer": transformer})
+
+    def pipeline_kwargs(self, request: GenerationRequest, image: Any) -> dict[str, Any]:
+        return self.family.pipeline_kwargs(request, image)
+
+
+def _transformer_class(cfg_degree: int) -> type:
+    """xDiT's HunyuanVideo wrapper; with cfg=2, a subclass running each true-CFG branch on its rank group."""
+    from xfuser.core.distributed import get_classifier_free_guidance_rank
+    from xfuser.model_executor.models.transformers.transformer_hunyuan_video import (
+        xFuserHunyuanVideoTransformer3DWrapper,
+    )
+
+    if cfg_degree == 1:
+        return xFuserHunyuanVideoTransformer3DWrapper
+
+    class CfgSplitHunyuanVideoTransformer(xFuserHunyuanVideoTransformer3DWrapper):
+        """Splits HunyuanVideoPipeline's two true-CFG calls per step over the two CFG rank groups.
+
+        The pipeline calls the transformer for the conditional branch, then for the unconditional one,
+        and combines the two only after the second call. xDiT 0.7's wrapper (which lists no CFG parallelism
+        for HunyuanVideo) chunks only the token tensors over the CFG groups, not the timestep, guidance or
+        pooled projections, and a batch of [cond, uncond] would share one text-padding mask (the union),
+        which changes the result. So each group passes its own branch: the token tensors twice
+        ([own, own], of which the wrapper keeps this group's half) and the per-sample conditioning once;
+        the wrapper's CFG all-gather then returns [cond, uncond] on every rank. The first call returns a
+        buffer that the second call fills in before the pipeline reads it.
+        """
+
+        _pending: tuple[dict[str, Any], torch.Tensor] | None = None
+
+        def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            return_dict = kwargs.pop("return_dict", True)
+            inputs = {
+                "hidden_states": hidden_states,
+                **dict(zip(_FORWARD_ARGS, args, strict=False)),
+                **kwargs,
+            }
+            if self._pending is None:
+                buffer = torch.empty_like(hidden_states)
+                self._pending = (inputs, buffer)
+                result = buffer
+            else:
+                cond_inputs, buffer = self._pending
+                self._pending = None
+                own = cond_inputs if get_classifier_free_guidance_rank() == 0 else inputs
+                doubled = {k: torch.cat([v, v]) if k in _TOKEN_INPUTS else v for k, v in own.items()}
+                both = super().forward(**doubled, return_dict=False)[0]
+                batch = hidden_states.shape[0]
+                buffer.copy_(both[:batch])
+                result = both[batch:]
+            if not return_dict:
+                return (result,)
+            from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+            return Transformer2DModelOutput(sample=result)
+
+        def reset_branches(self) -> None:
+            self._pending = None
+
+    return CfgSplitHunyuanVideoTransformer
+
+
+_TOKEN_INPUTS = frozenset({"hidden_states", "encoder_hidden_states", "encoder_attention_mask"})
+_FORWARD_ARGS = (
+    "timestep",
+    "encoder_hidden_states",
+    "encoder_attention_mask",
+    "pooled_projections",
+    "guidance",
+    "attention_kwargs",
+)
+
+
+class RankWorker:
+    """One rank: `setup()` joins the group and loads the pipeline; `generate()` runs a request with the rest.
+
+    A plain object, so it runs in a Ray actor (parallel.group) or in any process a test starts.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        weights: str,
+        memory: MemoryOptions | None,
+        parallel: ParallelOptions,
+        rank: int,
+        init_method: str,
+        collective_timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S,
+    ) -> None:
+        self.spec = spec
+        self.parallel = parallel
+        self.rank = rank
+        self.world_size = parallel.world_size
+        self.init_method = init_method
+        self.timeout = timedelta(seconds=collective_timeout_s)
+        self.engine = Engine(spec, weights, memory)
+        self.geometry: TransformerGeometry | None = None
+        self._control: Any = None
+        self.fp8_report: ParameterBytes | None = None
+        self.load_seconds = 0.0
+
+    def setup(self) -> float:
+        """Join the process group, load the pipeline and build xDiT's runtime; returns the seconds it took."""
+        start = time.perf_counter()
+        cpu_compat.apply()
+        self._init_distributed()
+        self.engine.family = _XDiTFamily(self.engine.family, _transformer_class(self.parallel.cfg_degree))
+        self.engine.load()
+        if self.engine.memory.fp8_weights:
+            self.fp8_report = parameter_bytes(self.engine.pipe.transformer, self.engine.dtype)
+            log.info("rank %d: FP8 transformer weights %s", self.rank, self.fp8_report.describe())
+        assert self.engine.source is not None
+        self.geometry = TransformerGeometry.from_checkpoint(self.engine.source.path)
+        validate(self.parallel, self.geometry, self.world_size, true_cfg=self.parallel.cfg_degree == 2)
+        self._init_xdit_runtime()
+        self.load_seconds = time.perf_counter() - start
+        log.info("rank %d/%d ready in %.1fs", self.rank, self.world_size, self.load_seconds)
+        return self.load_seconds
+
+    def _init_distributed(self) -> None:
+        from xfuser.core.distributed import init_distributed_environment
+
+        backend = distributed_backend()
+        # Ray gives each rank actor one visible GPU, so every rank's device is cuda:0 in its own process.
+        local_rank = 0 if torch.cuda.is_available() and torch.cuda.device_count() == 1 else self.rank
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)  # before the NCCL communicators are made (as xfuser does)
+        if not dist.is_initialized():
+            dist.init_process_group(
+                backend,
+                init_method=self.init_method,
+                world_size=self.world_size,
+                rank=self.rank,
+                timeout=self.timeout,
+            )
+        init_distributed_environment(
+            world_size=self.world_size,
+            rank=self.rank,
+            distributed_init_method=self.init_method,
+            local_rank=local_rank,
+            backend=backend,
+        )
+
+    def _init_xdit_runtime(self) -> None:
+        from xfuser import xFuserArgs
+        from xfuser.core.distributed import initialize_runtime_state
+
+        args = xFuserArgs(
+            model=str(self.engine.source.path if self.engine.source else ""),
+            ulysses_degree=self.parallel.ulysses_degree,
+            ring_degree=self.parallel.ring_degree,
+            use_cfg_parallel=self.parallel.cfg_degree == 2,
+            attention_backend=cpu_compat.attention_backend(),
+        )
+        engine_config, _ = args.create_config()
+        initialize_runtime_state(self.engine.pipe, engine_config)
+        # Control messages (cancel) on their own CPU group, off the accelerator's streams.
+        self._control = dist.new_group(backend="gloo", timeout=self.timeout)
+        self._apply_timeout_to_all_groups()
+
+    def _apply_timeout_to_all_groups(self) -> None:
+        """xfuser and yunchang make their groups with torch's default timeout (10-30 min): use ours."""
+        from torch.distributed import distributed_c10d as c10d
+
+        world = getattr(c10d, "_world", None)  # private: if a torch release moves it, keep the defaults
+        for group in list(world.pg_map if world is not None else ()):
+            with contextlib.suppress(ValueError, RuntimeError, AssertionError):  # groups this rank is not in
+                c10d._set_pg_timeout(self.timeout, group)
+
+    def _prepare(self, request: GenerationRequest) -> None:
+        if self.geometry is None:
+            raise RuntimeError("setup() has not run")
+        validate_request(self.parallel, self.geometry, request)
+        reset = getattr(self.engine.pipe.transformer, "reset_branches", None)
+        if reset is not None:
+            reset()  # a cancelled true-CFG step may have left its first branch pending
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        cancel: threading.Event,
+        on_progress: ProgressCallback | None = None,
+    ) -> EncodedVideo | None:
+        """Run one request with the other ranks; rank 0 returns the encoded video, the others None."""
+        self._prepare(request)
+        collective = CollectiveCancel(cancel, self._control)
+        if self.rank == 0:
+            return self.engine.generate_video(request, on_progress, collective)  # type: ignore[arg-type]
+        self.engine.generate(request, None, collective)  # type: ignore[arg-type]
+        return None
+
+    def frames(self, request: GenerationRequest) -> np.ndarray | None:
+        """The pipeline's float frames in [0, 1] (no progress, no encoding): rank 0's for parity checks."""
+        self._prepare(request)
+        kwargs = self.engine.pipeline_call_kwargs(request)
+        with torch.inference_mode():
+            frames = np.asarray(self.engine.pipe(**kwargs).frames[0], dtype=np.float32)
+        return frames if self.rank == 0 else None
+
+    def shutdown(self) -> None:
+        """Leave the process group (best effort: peers may already be gone)."""
+        try:
+            from xfuser.core.distributed import get_runtime_state
+
+            get_runtime_state().destroy_distributed_env()
+        except Exception:
+            log.debug("xfuser teardown failed", exc_info=True)
+        if dist.is_initialized():
+            try:
+                dist.destroy_process_group()
+            except Exception:
+                log.debug("destroy_process_group failed", exc_info=True)
+
+
+def free_port() -> int:
+    """A TCP port free on this host right now, for the group's rendezvous."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])

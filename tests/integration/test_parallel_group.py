@@ -1,0 +1,146 @@
+"""ParallelEngine, 2 rank actors (gloo, 2 Ray logical GPUs): parity with one process, progress, cancel, death.
+
+Frames are compared as the pipeline's float output (fp32 on the CPU) against a single-process run of the
+same weights and seed: within 1e-4 max abs (measured about 3e-6).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+import torch
+
+from parallel.group import RANK_NAMESPACE, GroupTimeouts, ParallelEngine
+from serve.catalog import MemoryOptions, get_spec
+from serve.config import ParallelOptions
+from serve.engine import Engine, ProgressEvent, Stage
+from serve.errors import Cancelled, InvalidArgument, Unavailable
+from serve.request import RequestFields, build_request
+from serve.video import probe_mp4
+
+pytestmark = pytest.mark.integration
+
+SPEC = get_spec("hunyuanvideo")
+TIMEOUTS = GroupTimeouts(setup_s=180, collective_s=60, request_s=180, cancel_grace_s=60)
+TRUE_CFG = {"true_cfg_scale": 4.0, "negative_prompt": "blurry, dark"}
+# Long enough to act on mid-run: 50 steps at 128x128 x 17 frames (tiny limits' maximum size).
+LONG = {"num_inference_steps": 50, "height": 128, "width": 128, "num_frames": 17}
+
+
+def request(**fields):
+    return build_request(
+        SPEC, SPEC.tiny_limits, RequestFields(model=SPEC.name, prompt="a red fox", seed=11, **fields)
+    )
+
+
+@pytest.fixture(scope="module")
+def weights(tiny_dir: Path) -> str:
+    return str(tiny_dir / "hunyuanvideo")
+
+
+@pytest.fixture(scope="module")
+def single_process(weights: str) -> Engine:
+    engine = Engine(SPEC, weights, MemoryOptions())
+    engine.load()
+    return engine
+
+
+def reference_frames(engine: Engine, **fields) -> np.ndarray:
+    with torch.inference_mode():
+        return np.asarray(engine.pipe(**engine.pipeline_call_kwargs(request(**fields))).frames[0])
+
+
+def start(weights: str, **degrees: int) -> ParallelEngine:
+    # Half a logical GPU per rank: two groups fit the 2 logical GPUs at once.
+    engine = ParallelEngine(
+        SPEC, weights, MemoryOptions(), ParallelOptions(**degrees), TIMEOUTS, gpus_per_rank=0.5
+    )
+    engine.load()
+    return engine
+
+
+@pytest.fixture(scope="module")
+def ulysses(ray_cluster, weights: str) -> Iterator[ParallelEngine]:
+    engine = start(weights, ulysses_degree=2)
+    yield engine
+    engine.shutdown()
+
+
+def rank_actor_names() -> set[str]:
+    return {
+        a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == RANK_NAMESPACE
+    }
+
+
+def test_ulysses_2_frames_match_a_single_process(ulysses, single_process):
+    frames = ulysses.frames(request())
+    assert np.abs(frames - reference_frames(single_process)).max() <= 1e-4
+
+
+@pytest.mark.parametrize(
+    ("degrees", "fields"),
+    [({"ring_degree": 2}, {}), ({"cfg_degree": 2}, TRUE_CFG)],
+    ids=["ring2", "cfg2-true-cfg"],
+)
+def test_ring_2_and_cfg_2_frames_match_a_single_process(
+    ray_cluster, weights, single_process, degrees, fields
+):
+    engine = start(weights, **degrees)
+    try:
+        frames = engine.frames(request(**fields))
+    finally:
+        engine.shutdown()
+    assert np.abs(frames - reference_frames(single_process, **fields)).max() <= 1e-4
+
+
+def test_rank_0_streams_every_step_then_returns_a_valid_mp4(ulysses):
+    events: list[ProgressEvent] = []
+    video = ulysses.generate_video(request(num_inference_steps=3), events.append)
+    assert probe_mp4(video.data)[:3] == (9, 32, 32)
+    assert [e.step for e in events if e.stage is Stage.DENOISING] == [1, 2, 3]
+    assert events[0].stage is Stage.PREPARING and events[-1].stage is Stage.DONE
+    assert ulysses.device.type == "cpu" and ulysses.load_seconds > 0
+
+
+def test_invalid_requests_fail_before_reaching_the_ranks(ulysses):
+    with pytest.raises(InvalidArgument, match="3 video tokens"):
+        ulysses.generate_video(request(num_frames=1, height=16, width=48))  # 1 x 1 x 3 tokens over 2 ranks
+    assert ulysses.ready
+
+
+def test_cancel_stops_every_rank_and_the_group_serves_the_next_request(ulysses):
+    cancel = threading.Event()
+    steps: list[int] = []
+
+    def on_progress(event: ProgressEvent) -> None:
+        steps.append(event.step)
+        if event.step == 2:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        ulysses.generate_video(request(**LONG), on_progress, cancel)
+    assert max(steps) < LONG["num_inference_steps"]
+    assert ulysses.generate_video(request()).num_frames == 9
+
+
+def test_a_rank_that_dies_fails_the_request_unavailable_and_the_group_is_rebuilt(ulysses):
+    names = rank_actor_names()
+    victim = next(name for name in names if name.endswith("rank1"))
+
+    def on_progress(event: ProgressEvent) -> None:
+        if event.step == 2:
+            ray.kill(ray.get_actor(victim, namespace=RANK_NAMESPACE))
+
+    start_time = time.monotonic()
+    with pytest.raises(Unavailable, match="rank 1 of hunyuanvideo died"):
+        ulysses.generate_video(request(**LONG), on_progress)
+    assert time.monotonic() - start_time < 30  # no waiting out collective timeouts
+    assert not ulysses.ready
+    assert ulysses.generate_video(request()).num_frames == 9
+    assert victim not in rank_actor_names()

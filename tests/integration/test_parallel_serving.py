@@ -1,0 +1,92 @@
+"""HunyuanVideo served through gRPC by a 2-rank replica (Ulysses 2, placement group of 2 logical GPUs).
+
+A second Serve application next to the session's `videogen` app: the same builder, one model with
+`parallel: {ulysses_degree: 2}`; the client selects it with the `application` metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+import ray
+
+from parallel.group import RANK_NAMESPACE
+from serve.api import pb
+from serve.config import AppConfig
+from serve.video import probe_mp4
+
+pytestmark = pytest.mark.integration
+
+APP = "videogen-parallel"
+
+
+def params(**fields) -> pb.GenerationParams:
+    return pb.GenerationParams(
+        model="hunyuanvideo", **{"prompt": "a red fox in the snow", "seed": 5, **fields}
+    )
+
+
+@pytest.fixture(scope="module")
+def parallel_app(service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    from ray import serve
+
+    from serve.deployments import build_app
+
+    config = AppConfig.model_validate(
+        {
+            "models": [
+                {
+                    "name": "hunyuanvideo",
+                    "weights": "tiny",  # tiny limits: 32x32 x 9 frames by default
+                    "num_cpus": 0.1,
+                    "parallel": {"ulysses_degree": 2},
+                    "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+                }
+            ],
+            "results_dir": str(tmp_path_factory.mktemp("parallel-results")),
+        }
+    )
+    serve.run(build_app(config), name=APP, route_prefix="/parallel")
+    yield
+    serve.delete(APP)
+
+
+@pytest.fixture
+def client(service, parallel_app):
+    with service.client() as client:
+        client.metadata = [("application", APP)]
+        yield client
+
+
+def rank_actor(rank: int):
+    names = [
+        a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == RANK_NAMESPACE
+    ]
+    name = next(n for n in names if n.startswith("rank-hunyuanvideo-") and n.endswith(f"rank{rank}"))
+    return ray.get_actor(name, namespace=RANK_NAMESPACE)
+
+
+def test_a_two_rank_replica_streams_progress_and_returns_a_valid_mp4(client):
+    steps: list[int] = []
+    video = client.generate(
+        params(num_inference_steps=3), on_progress=lambda p: steps.append(p.step), timeout=120
+    )
+    assert probe_mp4(video.data)[:3] == (9, 32, 32)
+    assert {1, 2, 3} <= set(steps)
+
+
+def test_killing_a_rank_mid_job_fails_that_job_unavailable_and_the_next_request_succeeds(client):
+    stream = client.generate_stream(
+        params(num_inference_steps=50, height=128, width=128, num_frames=17), timeout=120
+    )
+    with pytest.raises(grpc.RpcError) as error:
+        for event in stream:
+            if event.WhichOneof("event") == "progress" and event.progress.step == 2:
+                ray.kill(rank_actor(1))
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "rank 1 of hunyuanvideo died" in error.value.details()
+
+    video = client.generate(params(), timeout=180)  # the replica rebuilds its rank group first
+    assert probe_mp4(video.data)[0] == 9

@@ -1,0 +1,195 @@
+"""xfuser on the CPU: each adjustment in parallel.cpu_compat is needed, and together they are enough.
+
+Each case runs in fresh interpreters (xfuser reads its environment at import time): without one adjustment
+xfuser fails the way FACTS.md describes; with all of them two gloo ranks run xDiT's real HunyuanVideo USP
+code with ring attention (which needs all five) and match a single process. Ulysses and CFG parity, with
+the same adjustments, are checked through the rank actors in tests/integration/test_parallel_group.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from parallel import cpu_compat
+from parallel.worker import free_port
+
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the adjustments apply only without a GPU")
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT_S = 300
+
+# One rank of a 2-rank group: apply cpu_compat (less `skip`), join, run the tiny pipeline, save frames.
+# A failing rank exits at once: a clean interpreter exit would wait on its peer's pending ring transfers.
+RANK_SCRIPT = """
+import json, os, sys, traceback
+import numpy as np
+from parallel import cpu_compat
+args = json.loads(sys.argv[1])
+cpu_compat.apply(args["skip"])
+from parallel.worker import RankWorker
+from serve.catalog import MemoryOptions, get_spec
+from serve.config import ParallelOptions
+from serve.request import RequestFields, build_request
+try:
+    spec = get_spec("hunyuanvideo")
+    worker = RankWorker(spec, args["weights"], MemoryOptions(), ParallelOptions(**args["parallel"]),
+                        args["rank"], args["init"], collective_timeout_s=30)
+    worker.setup()
+    fields = RequestFields(model=spec.name, prompt="a red fox", seed=3)
+    frames = worker.frames(build_request(spec, spec.tiny_limits, fields))
+    if frames is not None:
+        np.save(args["out"], frames)
+except BaseException:
+    traceback.print_exc()
+    sys.stderr.flush()
+    os._exit(1)
+"""
+
+
+def python(code: str, *args: str) -> subprocess.Popen:
+    # stderr to a file, not a pipe: a rank blocked on a full pipe would stall its peer in a collective.
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - read and closed in finish()
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, text=True
+    )
+    process.log = log  # type: ignore[attr-defined]
+    return process
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str]:
+    try:
+        process.wait(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    with process.log as log:  # type: ignore[attr-defined]
+        log.seek(0)
+        return process.returncode, log.read()
+
+
+def start_ranks(weights: Path, parallel: dict, skip: list[str], out: Path) -> list[subprocess.Popen]:
+    init = f"tcp://127.0.0.1:{free_port()}"
+    return [
+        python(
+            RANK_SCRIPT,
+            json.dumps(
+                {
+                    "skip": skip,
+                    "weights": str(weights),
+                    "parallel": parallel,
+                    "rank": rank,
+                    "init": init,
+                    "out": str(out),
+                }
+            ),
+        )
+        for rank in range(2)
+    ]
+
+
+@pytest.fixture(scope="module")
+def weights(tiny_dir: Path) -> Path:
+    return tiny_dir / "hunyuanvideo"
+
+
+@pytest.fixture(scope="module")
+def single_process_frames(weights: Path) -> np.ndarray:
+    from serve.catalog import MemoryOptions, get_spec
+    from serve.engine import Engine
+    from serve.request import RequestFields, build_request
+
+    spec = get_spec("hunyuanvideo")
+    engine = Engine(spec, str(weights), MemoryOptions())
+    engine.load()
+    request = build_request(
+        spec, spec.tiny_limits, RequestFields(model=spec.name, prompt="a red fox", seed=3)
+    )
+    kwargs = engine.pipeline_call_kwargs(request)
+    with torch.inference_mode():
+        return np.asarray(engine.pipe(**kwargs).frames[0], dtype=np.float32)
+
+
+IMPORT_FAILURES = {
+    # adjustment left out -> what xfuser does without it
+    "block_mask": ("import xfuser", "No module named 'triton'"),
+    "device_envs": ("import xfuser", "NotImplementedError: No Accelerators"),
+    "long_ctx_attn": (
+        "import xfuser\nfrom xfuser.config.config import SequenceParallelConfig\n"
+        "SequenceParallelConfig(ulysses_degree=2, ring_degree=1)",
+        "Sequence Parallel kit 'yunchang' not found",
+    ),
+}
+
+
+def test_without_each_import_time_adjustment_xfuser_fails_as_described():
+    processes = {
+        name: python(f"from parallel import cpu_compat\ncpu_compat.apply([{name!r}])\n{code}")
+        for name, (code, _) in IMPORT_FAILURES.items()
+    }
+    for name, process in processes.items():
+        code, stderr = finish(process)
+        assert code != 0, f"xfuser worked without {name}: is the adjustment still needed?"
+        assert IMPORT_FAILURES[name][1] in stderr, stderr[-2000:]
+
+
+def test_with_all_adjustments_xfuser_imports_and_binds_the_sequence_parallel_groups():
+    code = (
+        "from parallel import cpu_compat\ncpu_compat.apply()\n"
+        "from xfuser.config.config import SequenceParallelConfig\n"
+        "SequenceParallelConfig(ulysses_degree=2, ring_degree=1)\n"
+        "import yunchang.globals, xfuser.model_executor.layers.usp as usp, xfuser.envs as envs\n"
+        "from xfuser.core.distributed.attention_backend import ATTENTION_FUNCTION_REGISTRY as registry\n"
+        "from xfuser.core.distributed.attention_backend import AttentionBackendType as backends\n"
+        "assert usp.PROCESS_GROUP is yunchang.globals.PROCESS_GROUP\n"
+        "assert envs.get_torch_distributed_backend() == 'gloo' and envs.get_device_version() is None\n"
+        "assert registry[backends.SDPA_FLASH] is cpu_compat._cpu_flash_attention\n"
+    )
+    returncode, stderr = finish(python(code))
+    assert returncode == 0, stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("skip", "parallel", "failure"),
+    [
+        ("process_group", {"ulysses_degree": 2}, "'NoneType' object has no attribute 'ULYSSES_PG'"),
+        ("cpu_flash_sdpa", {"ring_degree": 2}, "_scaled_dot_product_flash_attention"),
+    ],
+)
+def test_without_a_run_time_adjustment_two_ranks_fail_as_described(
+    weights, tmp_path, skip, parallel, failure
+):
+    results = [finish(p) for p in start_ranks(weights, parallel, [skip], tmp_path / "frames.npy")]
+    assert all(code != 0 for code, _ in results), f"ranks ran without {skip}: is it still needed?"
+    assert any(failure in stderr for _, stderr in results), results[0][1][-3000:]
+
+
+def test_with_all_adjustments_two_gloo_ring_ranks_match_a_single_process(
+    weights, tmp_path, single_process_frames
+):
+    out = tmp_path / "frames.npy"
+    results = [finish(p) for p in start_ranks(weights, {"ring_degree": 2}, [], out)]
+    assert all(code == 0 for code, _ in results), results[0][1][-3000:] + results[1][1][-3000:]
+    assert np.abs(np.load(out) - single_process_frames).max() <= 1e-4
+
+
+def test_nothing_is_adjusted_where_an_accelerator_is_present(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert cpu_compat.apply() == frozenset()
+    assert cpu_compat.attention_backend() is None
+
+
+def test_unknown_adjustment_names_are_refused():
+    with pytest.raises(ValueError, match="known: block_mask"):
+        cpu_compat.apply(["triton"])
+
+
+def test_the_adjustments_are_pinned_to_the_installed_xfuser():
+    cpu_compat.check_version()
