@@ -92,12 +92,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_tiny_models(args: argparse.Namespace) -> int:
-    from serve.tiny import ensure_tiny_checkpoints, write_tiny_checkpoints
-
     if args.if_stale:
+        from serve.tiny_store import ensure_tiny_checkpoints
+
         written = ensure_tiny_checkpoints(args.out)
         print(f"tiny checkpoints in {args.out} {'written' if written else 'up to date'}")
         return 0
+    from serve.tiny import write_tiny_checkpoints
+
     for name, path in write_tiny_checkpoints(args.out, args.model or None).items():
         print(f"{name:<18} {path}")
     return 0

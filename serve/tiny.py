@@ -63,8 +63,7 @@ from transformers import (
 )
 
 from serve.catalog import CATALOG, Task, get_spec
-
-TINY_SEED = 0
+from serve.tiny_store import TINY_SEED
 
 TinyPipeline = DiffusionPipeline | tuple[StableDiffusionPipeline, MotionAdapter]
 
@@ -500,34 +499,3 @@ def write_tiny_checkpoints(
     """Save tiny checkpoints for `models` (default: the whole catalog); model name -> checkpoint dir."""
     names = CATALOG if models is None else models
     return {model: write_tiny_checkpoint(model, out_dir, seed) for model in names}
-
-
-FINGERPRINT_FILE = ".fingerprint"
-
-
-def tiny_fingerprint(seed: int = TINY_SEED) -> str:
-    """Changes whenever the checkpoints this code writes would change (code, catalog, library versions)."""
-    import hashlib
-
-    import diffusers
-    import transformers
-
-    from serve import catalog
-
-    digest = hashlib.sha256()
-    for source in (Path(__file__), Path(catalog.__file__)):
-        digest.update(source.read_bytes())
-    digest.update(f"{diffusers.__version__} {transformers.__version__} {torch.__version__} {seed}".encode())
-    return digest.hexdigest()
-
-
-def ensure_tiny_checkpoints(out_dir: Path, seed: int = TINY_SEED) -> bool:
-    """Write every tiny checkpoint unless `out_dir` already holds this code's; True when written."""
-    out_dir = Path(out_dir)
-    marker = out_dir / FINGERPRINT_FILE
-    fingerprint = tiny_fingerprint(seed)
-    if marker.is_file() and marker.read_text() == fingerprint:
-        return False
-    write_tiny_checkpoints(out_dir, seed=seed)
-    marker.write_text(fingerprint)
-    return True

@@ -28,7 +28,7 @@ def _install_network_guard() -> Path:
 
 
 def _ensure_tiny_checkpoints() -> Path:
-    from serve.tiny import ensure_tiny_checkpoints
+    from serve.tiny_store import ensure_tiny_checkpoints
     from serve.weights import tiny_dir
 
     directory = tiny_dir()
