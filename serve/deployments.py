@@ -76,7 +76,7 @@ class ModelServer:
         # The job store watches this actor while it runs a job: if the process dies, the job fails.
         self.actor = ray.get_runtime_context().current_actor
         metrics().model_load.observe(self.engine.load_seconds, tags=self.tags)
-        cold_start_s = time.perf_counter() - began
+        cold_start_s = self.cold_start_s = time.perf_counter() - began
         metrics().cold_start.set(cold_start_s, tags=self.tags)
         # Kept beyond this replica: ListModels states it while the model is scaled to zero.
         record_cold_start(self.results.root, model, cold_start_s)
@@ -88,6 +88,8 @@ class ModelServer:
             time.sleep(MEMORY_SAMPLE_PERIOD_S)
             with contextlib.suppress(Exception):
                 record_device_memory(self.model.name)
+                # Ray's exporter drops a gauge that is not set again: keep the cold start visible.
+                metrics().cold_start.set(self.cold_start_s, tags=self.tags)
 
     def info(self) -> dict[str, Any]:
         """Facts the Router reports in ListModels."""
