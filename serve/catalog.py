@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Task(StrEnum):
@@ -65,6 +66,18 @@ class MemoryOptions(BaseModel):
     fp8_weights: bool = Field(
         False, description="store transformer/UNet weights as float8_e4m3fn, compute in torch_dtype"
     )
+    fp8_gemms: bool = Field(
+        False, description="run the transformer's matmuls in FP8 (torchao; CUDA capability 8.9+ only)"
+    )
+    text_encoder_quantization: Literal["none", "8bit", "nf4"] = Field(
+        "none", description="load the text encoder with bitsandbytes 8-bit or nf4 weights"
+    )
+
+    @model_validator(mode="after")
+    def _one_fp8_mode(self) -> MemoryOptions:
+        if self.fp8_weights and self.fp8_gemms:
+            raise ValueError("fp8_weights (FP8 storage) and fp8_gemms (FP8 compute) exclude each other")
+        return self
 
 
 class Limits(BaseModel):

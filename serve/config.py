@@ -150,6 +150,12 @@ class ModelDeployment(BaseModel):
     )
     autoscaling: AutoscalingOptions = Field(default_factory=AutoscalingOptions)
     parallel: ParallelOptions | None = Field(None, description="multi-GPU replica (ParallelModelServer)")
+    progress_interval_s: float = Field(
+        0.1,
+        ge=0,
+        description="Generate streams at most one step event per interval (stage changes and the last "
+        "step always); real models take seconds per step, so each step is sent",
+    )
     request_timeout_s: float = Field(3600.0, gt=0, description="longest a generation may run")
     cold_start_estimate_s: float = Field(
         60.0,

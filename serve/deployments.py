@@ -137,7 +137,17 @@ class ModelServer:
         events: asyncio.Queue[ProgressEvent] = asyncio.Queue()
         cancel = threading.Event()
 
+        last_step_sent = 0.0
+
         def on_progress(event: ProgressEvent) -> None:
+            # Every stream item costs a hop through Serve: steps faster than the progress interval
+            # (small clips) are coalesced; stage changes and the last step always go out.
+            nonlocal last_step_sent
+            if event.stage is Stage.DENOISING and event.step < event.total_steps:
+                now = time.monotonic()
+                if now - last_step_sent < self.model.progress_interval_s:
+                    return
+                last_step_sent = now
             loop.call_soon_threadsafe(events.put_nowait, event)
 
         task = asyncio.ensure_future(self._run(request, on_progress, cancel, received_at))

@@ -93,6 +93,10 @@ def apply_memory_options(pipe: Any, options: MemoryOptions, device: torch.device
     if options.fp8_weights:
         # Weights stay in float8_e4m3fn and are upcast layer by layer for each forward.
         _denoiser(pipe).enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
+    if options.fp8_gemms:
+        from parallel.fp8 import enable_fp8_gemms
+
+        enable_fp8_gemms(_denoiser(pipe))  # raises off a GPU of compute capability 8.9+
     if options.vae_tiling and hasattr(pipe.vae, "enable_tiling"):
         pipe.vae.enable_tiling()
     if options.vae_slicing and hasattr(pipe.vae, "enable_slicing"):
@@ -192,6 +196,8 @@ class Engine:
         load_kwargs: dict[str, Any] = {"torch_dtype": self.dtype}
         if self.spec.variant and self.device.type == "cuda" and not self.tiny:
             load_kwargs["variant"] = self.spec.variant
+        if self.memory.text_encoder_quantization != "none":
+            load_kwargs["text_encoder"] = self._quantized_text_encoder()
         pipeline_cls = getattr(diffusers, self.spec.pipeline_class)
         pipe = self.family.load_pipeline(pipeline_cls, self.source, load_kwargs)
         pipe.set_progress_bar_config(disable=True)
@@ -199,6 +205,20 @@ class Engine:
         self.load_seconds = time.perf_counter() - start
         log.info("loaded %s from %s in %.1fs", self.spec.name, self.source.describe(), self.load_seconds)
         return self.load_seconds
+
+    def _quantized_text_encoder(self) -> torch.nn.Module:
+        """The checkpoint's text encoder with bitsandbytes 8-bit or nf4 weights."""
+        import json
+
+        import transformers
+
+        from parallel.fp8 import TextEncoderQuantization, load_text_encoder
+
+        assert self.source is not None
+        index = json.loads((self.source.path / "model_index.json").read_text())
+        model_class = getattr(transformers, index["text_encoder"][1])
+        mode = TextEncoderQuantization(self.memory.text_encoder_quantization)
+        return load_text_encoder(self.source.path, mode, self.dtype, model_class)
 
     def pipeline_call_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
         """Everything the pipeline's `__call__` gets for this request (seeded generator included)."""

@@ -67,11 +67,11 @@ def test_submit_watch_fetch_gives_the_same_video_as_generate(service, model):
 
 
 def test_progress_arrives_while_the_video_is_being_made(service):
-    steps: list[tuple[float, float]] = []  # (arrival here, elapsed on the replica)
+    steps: list[tuple[float, float, int]] = []  # (arrival here, elapsed on the replica, step)
 
     def on_progress(progress: pb.Progress) -> None:
         if progress.stage == pb.STAGE_DENOISING:
-            steps.append((time.monotonic(), progress.elapsed_seconds))
+            steps.append((time.monotonic(), progress.elapsed_seconds, progress.step))
 
     with service.client() as client:
         client.generate(
@@ -79,7 +79,9 @@ def test_progress_arrives_while_the_video_is_being_made(service):
             on_progress=on_progress,
             timeout=120,
         )
-    assert len(steps) == 40
+    # Steps faster than the progress interval are coalesced; the last one always arrives.
+    interval = service.config.models[0].progress_interval_s
+    assert steps[-1][2] == 40 and len(steps) >= min(40, int(steps[-1][1] / interval) // 2)
     # Streamed as made: the events arrive spread over the time the denoising took on the replica,
     # not together at the end.
     denoising_s = steps[-1][1] - steps[0][1]

@@ -96,3 +96,27 @@ def test_fp8_storage_option_keeps_the_denoiser_weights_in_float8():
     assert torch.float8_e4m3fn in dtypes
     video = engine.generate_video(tiny_request("hunyuanvideo"))
     assert probe_mp4(video.data)[0] == tiny_request("hunyuanvideo").num_frames
+
+
+def test_text_encoder_loads_8bit_and_the_pipeline_still_generates():
+    engine = Engine(get_spec("hunyuanvideo"), "tiny", MemoryOptions(text_encoder_quantization="8bit"))
+    engine.load()
+    assert "Linear8bitLt" in {type(m).__name__ for m in engine.pipe.text_encoder.modules()}
+    video = engine.generate_video(tiny_request("hunyuanvideo"))
+    assert probe_mp4(video.data)[0] == tiny_request("hunyuanvideo").num_frames
+
+
+def test_fp8_gemms_are_refused_without_a_capable_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU; the GPU tests cover FP8 GEMMs")
+    with pytest.raises(RuntimeError, match=r"compute capability >= 8\.9"):
+        Engine(get_spec("hunyuanvideo"), "tiny", MemoryOptions(fp8_gemms=True)).load()
+
+
+def test_fp8_storage_and_fp8_gemms_exclude_each_other():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="exclude each other"):
+        MemoryOptions(fp8_weights=True, fp8_gemms=True)
