@@ -56,6 +56,12 @@ class CostProfile(BaseModel):
     overhead_seconds: float = Field(
         0.0, ge=0, description="end-to-end latency outside the replica's busy time (RPC, transfer)"
     )
+    cold_start_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="replica start to first request answerable (bench/cold_start.py's from_zero_s); "
+        "0 when not measured",
+    )
     parallel: list[ParallelPoint] = Field(min_length=1, description="per-step cost by world size")
     speedup: dict[int, float] = Field(
         default_factory=dict,
@@ -297,6 +303,14 @@ def plan(
         "Replicas are up before the load arrives (min_replicas = replicas): no cold starts (loading "
         "weights takes minutes), no autoscaling lag, no failures or retries; replicas of one degree, "
         "one model per GPU.",
+        (
+            f"Cold start {profile.cold_start_seconds:g} s (measured): a replica that autoscaling adds, or "
+            "the first after scaling to zero, answers only after it, so a request arriving at zero "
+            f"replicas has at least {profile.cold_start_seconds:g} s more latency; set min_replicas to "
+            "the replicas above to keep it out of the SLO."
+            if profile.cold_start_seconds
+            else "Cold start not measured for this profile (bench/cold_start.py measures it)."
+        ),
         f"Costs: {profile.source}.",
     ]
     if max_utilisation < 1:

@@ -164,3 +164,16 @@ def test_capacity_cli_prints_the_plan(capsys):
     code = main(["capacity", "--profile", str(HUNYUAN), "--clips-per-hour", "10", "--slo-seconds", "3600"])
     out = capsys.readouterr().out
     assert code == 0 and "8 x NVIDIA H100 80GB: 4 replica(s) of 2 GPU(s)" in out and "Erlang C" in out
+
+
+def test_the_plan_states_the_measured_cold_start_cost():
+    from bench.capacity import CostProfile, format_plan, plan
+
+    base = {
+        "model": "hunyuanvideo", "source": "measured: test", "device": "cpu", "height": 32, "width": 32,
+        "num_frames": 9, "num_inference_steps": 2, "parallel": [{"world_size": 1, "step_seconds": 1.0}],
+    }  # fmt: skip
+    with_cold = format_plan(plan(CostProfile(**base, cold_start_seconds=42.0), 10, 3600))
+    without = format_plan(plan(CostProfile(**base), 10, 3600))
+    assert "Cold start 42 s (measured)" in with_cold and "at least 42 s more latency" in with_cold
+    assert "Cold start not measured" in without
