@@ -42,6 +42,7 @@ def parallel_app(service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                     "weights": "tiny",  # tiny limits: 32x32 x 9 frames by default
                     "num_cpus": 0.1,
                     "parallel": {"ulysses_degree": 2},
+                    "progress_interval_s": 0,  # every step's event: the tests act on step numbers
                     "autoscaling": {"min_replicas": 1, "max_replicas": 1},
                 }
             ],
