@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DEFAULT_TARGET = "127.0.0.1:50051"
+from serve.request import RequestFields
 
 
 def _add_generation_args(parser: argparse.ArgumentParser) -> None:
@@ -32,22 +32,8 @@ def _add_generation_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-_FIELDS = [
-    "model",
-    "prompt",
-    "negative_prompt",
-    "num_frames",
-    "fps",
-    "height",
-    "width",
-    "num_inference_steps",
-    "guidance_scale",
-    "seed",
-    "motion_bucket_id",
-    "noise_aug_strength",
-    "decode_chunk_size",
-    "true_cfg_scale",
-]
+# The request fields the generation flags set one to one (image and format are read separately).
+_FIELDS = [name for name in RequestFields.model_fields if name not in ("image", "output_format")]
 
 
 def _fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -110,7 +96,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from serve.catalog import get_spec
     from serve.engine import Engine
     from serve.errors import VideogenError
-    from serve.request import RequestFields, build_request
+    from serve.request import build_request
 
     try:
         spec = get_spec(args.model)
