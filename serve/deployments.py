@@ -243,11 +243,17 @@ def model_deployment_options(model: ModelDeployment) -> dict[str, Any]:
     return options
 
 
-def build_app(config: AppConfig | dict, model_server_cls: type = ModelServer) -> Application:
+def build_app(config: AppConfig | dict) -> Application:
     """The Serve application: a Router ingress in front of one deployment per model.
 
-    `model_server_cls` lets fault tests deploy a ModelServer subclass (e.g. one that fakes OOM).
+    The one-argument builder that a Serve config file names (`import_path: serve.deployments:build_app`,
+    its `args` being the AppConfig), as `serve run`, `serve deploy` and KubeRay's serveConfigV2 call it.
     """
+    return build_app_with(config, ModelServer)
+
+
+def build_app_with(config: AppConfig | dict, model_server_cls: type) -> Application:
+    """`build_app` with another ModelServer class (fault tests deploy one that fakes OOM)."""
     from serve.router import Router
 
     if not isinstance(config, AppConfig):

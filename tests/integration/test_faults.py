@@ -45,7 +45,7 @@ class Faults:
 def faults(service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
     from ray import serve
 
-    from serve.deployments import build_app
+    from serve.deployments import build_app_with
     from tests.integration.fakes import FaultyModelServer
 
     results_dir = tmp_path_factory.mktemp("faults-results")
@@ -65,7 +65,7 @@ def faults(service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults
             "job_sweep_interval_s": 1.0,
         }
     )
-    serve.run(build_app(config, model_server_cls=FaultyModelServer), name=APP, route_prefix=f"/{APP}")
+    serve.run(build_app_with(config, FaultyModelServer), name=APP, route_prefix=f"/{APP}")
     yield Faults(service.target, results_dir)
     serve.delete(APP)
 

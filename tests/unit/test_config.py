@@ -20,6 +20,22 @@ def test_local_config_validates_and_becomes_a_valid_serve_config():
     }  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    "path", ["configs/local.yaml", "configs/production-gpu.yaml", "configs/k8s-cpu-dev.yaml"]
+)
+def test_the_serve_config_builds_through_rays_own_import_path_route(path):
+    # What `serve run` / `serve deploy` / KubeRay do with the file: import the builder by its path and
+    # call it through Ray's builder check (one parameter, the args dict).
+    from ray._common.utils import import_attr
+    from ray.serve import Application
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+
+    (application,) = ServeConfig.from_file(path).to_serve_deploy()["applications"]
+    builder = import_attr(application["import_path"])
+    app = call_user_app_builder_with_args_if_necessary(builder, application["args"])
+    assert isinstance(app, Application)
+
+
 def test_unknown_model_is_rejected_with_the_known_names():
     with pytest.raises(ValidationError, match=r"unknown model 'sora'.*svd"):
         AppConfig.model_validate({"models": [{"name": "sora"}]})
