@@ -41,7 +41,7 @@ format: install
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 bench: tiny
-	$(BIN)/python bench/engine_overhead.py
+	$(BIN)/python -m bench.engine_overhead
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

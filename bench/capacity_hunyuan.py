@@ -4,16 +4,13 @@ Runs the planner on bench/profiles/hunyuanvideo-720p-129f.yaml (published xDiT f
 measurement replaces them) at a few clip rates with a 1-hour p95 SLO, under M/M/c and, as a sensitivity
 check, with fixed service times (Allen-Cunneen, Cs^2 = 0).
 
-Usage: python bench/capacity_hunyuan.py [--clips-per-hour N ...] [--slo-seconds S]
+Usage: python -m bench.capacity_hunyuan [--clips-per-hour N ...] [--slo-seconds S]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.capacity import PROFILES, CostProfile, format_plan, plan
 from bench.common import RESULTS
@@ -56,7 +53,7 @@ def main() -> None:
         "",
         "Reproduce: `videogen capacity --profile bench/profiles/hunyuanvideo-720p-129f.yaml "
         f"--clips-per-hour {rates[0]:g} --slo-seconds {args.slo_seconds:g}` (add `--service-scv 0` for fixed "
-        "service times), or `python bench/capacity_hunyuan.py`.",
+        "service times), or `python -m bench.capacity_hunyuan`.",
         "",
         "GPU-seconds per clip: 1904 on 1 GPU, 1850 on 2, 2056 on 4, 2704 on 8. 2-GPU replicas are the most "
         "GPU-efficient (xDiT's step from 1 to 2 GPUs is slightly super-linear); 8-GPU replicas buy latency "

@@ -5,26 +5,23 @@ tiny random-weight checkpoints, runs each workload through the load generator, w
 `bench/results/capacity-tiny/<workload>/`, and derives the measured tiny CPU cost profiles
 (`bench/profiles/*-tiny-cpu.yaml`) from the lowest load level.
 
-Usage: python bench/capacity_tiny.py [--out DIR] [--workload NAME ...]
+Usage: python -m bench.capacity_tiny [--out DIR] [--workload NAME ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.capacity import PROFILES, CostProfile, format_plan, measured_profile, plan, write_profile
 from bench.common import RESULTS
 from bench.loadgen import run_workload
 from bench.report import write_report
 from bench.workload import WORKLOADS, Workload
+from serve.ports import free_port
 
 # workload -> (mix entry, profile file) of the measured tiny profiles
 PROFILED = {
@@ -33,20 +30,14 @@ PROFILED = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def service_config(models: list[str], results_dir: str):
     from serve.config import ServeConfig
 
     return ServeConfig.model_validate(
         {
-            "grpc_port": _free_port(),
-            "http_port": _free_port(),
-            "ray": {"num_cpus": 16, "metrics_export_port": _free_port()},
+            "grpc_port": free_port(),
+            "http_port": free_port(),
+            "ray": {"num_cpus": 16, "metrics_export_port": free_port()},
             "app": {
                 "results_dir": results_dir,
                 "models": [
@@ -80,7 +71,7 @@ def main() -> None:
     index = [
         "# Capacity benchmark, tiny models on this machine's CPU",
         "",
-        "`python bench/capacity_tiny.py`: one replica per model, tiny random-weight checkpoints, on a 2-core "
+        "`python -m bench.capacity_tiny`: one replica per model, tiny random-weight checkpoints, on a 2-core "
         "machine shared with other work. The numbers show that the load generator, the report and the "
         "planner work end to end through the real service; they say nothing about full-size models.",
         "",

@@ -11,8 +11,8 @@ zero. In rounds, each model in turn (nothing else running) gets:
 Models alternate within each round, so drift in the machine's load affects them alike.
 
 Usage:
-  python bench/cold_start.py [--rounds N] [--models a,b]     # tiny models on the CPU -> cold_start_tiny
-  python bench/cold_start.py --config configs/production-gpu.yaml --name cold_start_h100   # on a GPU node
+  python -m bench.cold_start [--rounds N] [--models a,b]     # tiny models on the CPU -> cold_start_tiny
+  python -m bench.cold_start --config configs/production-gpu.yaml --name cold_start_h100   # on a GPU node
 With --config the models keep their weights, resources and parallel degrees; only autoscaling is replaced.
 """
 
@@ -21,16 +21,13 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import socket
-import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from bench.common import summarize, write
+from serve.config import ROUTER_DEPLOYMENT
+from serve.ports import free_port
 
 APP = "videogen"
 FROM_ZERO = {
@@ -42,12 +39,6 @@ FROM_ZERO = {
     "metrics_interval_s": 0.5,
     "look_back_period_s": 1.0,
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _image() -> bytes:
@@ -76,8 +67,8 @@ def serve_config(config_path: str | None, models: list[str] | None, results_dir:
     ]
     if not config_path:
         data["app"]["results_dir"] = results_dir  # with a config: its own, shared by every node
-    data.update(grpc_port=_free_port(), http_port=_free_port(), app_name=APP)
-    data.setdefault("ray", {})["metrics_export_port"] = _free_port()
+    data.update(grpc_port=free_port(), http_port=free_port(), app_name=APP)
+    data.setdefault("ray", {})["metrics_export_port"] = free_port()
     return ServeConfig.model_validate(data)
 
 
@@ -89,7 +80,7 @@ def replicas(deployment: str | None = None) -> int:
     return sum(
         sum(status.replica_states.values())
         for name, status in deployments.items()
-        if name != "Router" and (deployment is None or name == deployment)
+        if name != ROUTER_DEPLOYMENT and (deployment is None or name == deployment)
     )
 
 

@@ -45,8 +45,9 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write(name: str, data: dict[str, Any], markdown: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps({"machine": machine(), **data}, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text(markdown)
+def write(name: str, data: dict[str, Any], markdown: str, directory: Path = RESULTS) -> None:
+    """`<directory>/<name>.json` (with the machine's facts) and `.md`; bench/results/ by default."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.json").write_text(json.dumps({"machine": machine(), **data}, indent=2) + "\n")
+    (directory / f"{name}.md").write_text(markdown)
     print(markdown)

@@ -28,11 +28,12 @@ from typing import Any
 import grpc
 
 from bench.workload import MixEntry, Workload, conditioning_image
+from serve import metrics as metric_specs
 
 # The series sampled from Ray's metrics endpoint (serve/metrics.py, with Ray's `ray_` prefix).
-FRAMES = "ray_videogen_frames_generated_total"
-DEVICE_MEMORY = "ray_videogen_device_memory_bytes"
-JOB_PEAK_MEMORY = "ray_videogen_last_job_peak_memory_bytes"
+FRAMES = metric_specs.FRAMES.exported
+DEVICE_MEMORY = metric_specs.DEVICE_MEMORY.exported
+JOB_PEAK_MEMORY = metric_specs.JOB_PEAK_MEMORY.exported
 SAMPLED = (FRAMES, DEVICE_MEMORY, JOB_PEAK_MEMORY)
 KEPT_LABELS = ("model", "device", "kind", "NodeAddress", "WorkerId")
 WARMUP_PHASE = -1

@@ -29,8 +29,8 @@ from parallel.config import TransformerGeometry, validate, validate_request
 from parallel.fp8 import ParameterBytes
 from serve.catalog import MemoryOptions, ModelSpec
 from serve.config import ParallelOptions
-from serve.engine import EncodedVideo, ProgressCallback, ProgressEvent
 from serve.errors import Cancelled, InvalidArgument, Unavailable
+from serve.events import EncodedVideo, ProgressCallback, ProgressEvent
 from serve.request import GenerationRequest
 from serve.weights import TINY, resolve_weights
 
@@ -86,9 +86,9 @@ class RankActor:
 
     def rendezvous(self) -> str:
         """The group's init method: a free port on this (rank 0's) node."""
-        from parallel.worker import free_port
+        from serve.ports import free_port
 
-        return f"tcp://{ray.util.get_node_ip_address()}:{free_port()}"
+        return f"tcp://{ray.util.get_node_ip_address()}:{free_port(host='')}"
 
     def setup(self, init_method: str) -> float:
         from parallel.worker import RankWorker

@@ -25,7 +25,8 @@ from parallel.config import TransformerGeometry, validate, validate_request
 from parallel.fp8 import ParameterBytes, parameter_bytes
 from serve.catalog import MemoryOptions, ModelSpec
 from serve.config import ParallelOptions
-from serve.engine import EncodedVideo, Engine, ProgressCallback
+from serve.engine import Engine
+from serve.events import EncodedVideo, ProgressCallback
 from serve.request import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -281,12 +282,3 @@ class RankWorker:
                 dist.destroy_process_group()
             except Exception:
                 log.debug("destroy_process_group failed", exc_info=True)
-
-
-def free_port() -> int:
-    """A TCP port free on this host right now, for the group's rendezvous."""
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("", 0))
-        return int(sock.getsockname()[1])

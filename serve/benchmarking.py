@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from serve.config import RayOptions
+from serve.config import DEFAULT_TARGET, RayOptions
 
 DEFAULT_METRICS_PORT: int = RayOptions.model_fields["metrics_export_port"].default
 
@@ -103,7 +103,7 @@ def cmd_capacity(args: argparse.Namespace) -> int:
 def add_bench_commands(commands: Any) -> None:
     """Register `videogen bench` and `videogen capacity` on the CLI's subparsers."""
     bench = commands.add_parser("bench", help="load-test a running service with a workload; write a report")
-    bench.add_argument("--target", default="127.0.0.1:50051", help="HOST:PORT of the gRPC endpoint")
+    bench.add_argument("--target", default=DEFAULT_TARGET, help="HOST:PORT of the gRPC endpoint")
     bench.add_argument("--workload", required=True, help="workload YAML, or a name in bench/workloads/")
     bench.add_argument("--out", type=Path, required=True, help="directory for report.json/.md and plots")
     bench.add_argument(

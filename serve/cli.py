@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from serve.request import RequestFields
+from serve.request import OutputFormat, RequestFields
 
 
 def _add_generation_args(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +23,12 @@ def _add_generation_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, dest="num_inference_steps", help="denoising steps")
     parser.add_argument("--guidance", type=float, dest="guidance_scale", help="guidance scale")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--format", choices=["mp4", "gif"], default="mp4", dest="output_format")
+    parser.add_argument(
+        "--format",
+        choices=[f.value for f in OutputFormat],
+        dest="output_format",
+        help="container; default: from --out's extension (.mp4, .gif), else mp4",
+    )
     parser.add_argument("--motion-bucket-id", type=int, help="SVD: amount of motion 1-255")
     parser.add_argument("--noise-aug-strength", type=float, help="SVD: conditioning noise 0-1")
     parser.add_argument("--decode-chunk-size", type=int, help="SVD/I2VGen-XL: frames decoded at once")
@@ -36,23 +41,43 @@ def _add_generation_args(parser: argparse.ArgumentParser) -> None:
 _FIELDS = [name for name in RequestFields.model_fields if name not in ("image", "output_format")]
 
 
+class UsageError(ValueError):
+    """A command line that cannot be right (reported as `error: ...`, exit status 2)."""
+
+
+def output_format(asked: str | None, out: Path | None) -> OutputFormat:
+    """The container: `--format`, else the one `--out`'s extension names, else MP4; a mismatch is refused."""
+    by_extension = {f".{f.value}": f for f in OutputFormat}
+    named = by_extension.get(out.suffix.lower()) if out is not None else None
+    chosen = OutputFormat(asked) if asked else named or OutputFormat.MP4
+    if named is not None and named is not chosen:
+        raise UsageError(f"--format {chosen.value} does not match --out {out} (a .{named.value} file)")
+    return chosen
+
+
 def _fields(args: argparse.Namespace) -> dict[str, Any]:
     values = {name: getattr(args, name) for name in _FIELDS if getattr(args, name) not in (None, "")}
     if args.image:
         values["image"] = args.image.read_bytes()
-    values["output_format"] = args.output_format
+    values["output_format"] = output_format(args.output_format, getattr(args, "out", None))
     return values
 
 
 class _ProgressBar:
-    """A tqdm bar driven by (step, total) updates."""
+    """A tqdm bar driven by (stage, step, total) updates, drawn from the first update on.
+
+    Nothing is drawn before then, so a request refused at once shows only its error.
+    """
 
     def __init__(self, description: str) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=0, desc=description, unit="step", file=sys.stderr)
+        self.description = description
+        self.bar: Any = None
 
     def update(self, stage: str, step: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=0, desc=self.description, unit="step", file=sys.stderr)
         if total and self.bar.total != total:
             self.bar.total = total
         self.bar.set_postfix_str(stage)
@@ -60,7 +85,8 @@ class _ProgressBar:
         self.bar.refresh()
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -98,16 +124,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from serve.errors import VideogenError
     from serve.request import build_request
 
+    bar = _ProgressBar(args.model)
     try:
         spec = get_spec(args.model)
         engine = Engine(spec, args.weights)
         request = build_request(spec, spec.limits_for(engine.tiny), RequestFields(**_fields(args)))
-        bar = _ProgressBar(args.model)
         video = engine.generate_video(request, lambda e: bar.update(e.stage.value, e.step, e.total_steps))
-        bar.close()
-    except (VideogenError, KeyError) as error:
+    except (VideogenError, KeyError, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        bar.close()
     args.out.write_bytes(video.data)
     print(f"wrote {args.out} ({len(video.data)} bytes, {video.num_frames} frames, seed {video.seed})")
     return 0

@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 
-DEFAULT_TARGET = "127.0.0.1:50051"
+from serve.config import DEFAULT_TARGET
 
 
 def _params(fields: dict[str, Any]) -> Any:
@@ -22,6 +22,20 @@ def _params(fields: dict[str, Any]) -> Any:
         pb.OUTPUT_FORMAT_GIF if fields.get("output_format") == "gif" else pb.OUTPUT_FORMAT_MP4
     )
     return pb.GenerationParams(**fields)
+
+
+def stage_name(stage: int) -> str:
+    """`denoising` for STAGE_DENOISING: what a progress bar shows."""
+    from serve.api import pb
+
+    return pb.Stage.Name(stage).removeprefix("STAGE_").lower()
+
+
+def job_state_name(state: int) -> str:
+    """`running` for JOB_STATE_RUNNING."""
+    from serve.api import pb
+
+    return pb.JobState.Name(state).removeprefix("JOB_STATE_").lower()
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -54,15 +68,17 @@ def add_client_commands(
     verbs = client.add_subparsers(dest="verb", required=True)
 
     def generate(args: argparse.Namespace) -> int:
+        params = _params(fields(args))
         bar = progress_bar(args.model)
-        stages = {1: "queued", 2: "preparing", 3: "denoising", 4: "encoding", 5: "done"}
-        with _client(args) as api:
-            video = api.generate(
-                _params(fields(args)),
-                on_progress=lambda p: bar.update(stages.get(p.stage, "?"), p.step, p.total_steps),
-                timeout=args.timeout,
-            )
-        bar.close()
+        try:
+            with _client(args) as api:
+                video = api.generate(
+                    params,
+                    on_progress=lambda p: bar.update(stage_name(p.stage), p.step, p.total_steps),
+                    timeout=args.timeout,
+                )
+        finally:
+            bar.close()
         video.save(str(args.out))
         s = video.summary
         print(
@@ -83,11 +99,14 @@ def add_client_commands(
 
     def watch(args: argparse.Namespace) -> int:
         bar = progress_bar(args.job_id[:8])
-        with _client(args) as api:
-            job = api.wait(
-                args.job_id, lambda j: bar.update(str(j.state), j.progress.step, j.progress.total_steps)
-            )
-        bar.close()
+        try:
+            with _client(args) as api:
+                job = api.wait(
+                    args.job_id,
+                    lambda j: bar.update(job_state_name(j.state), j.progress.step, j.progress.total_steps),
+                )
+        finally:
+            bar.close()
         _print_job(job)
         return 0
 
@@ -139,8 +158,13 @@ def add_client_commands(
         def call(args: argparse.Namespace) -> int:
             if getattr(args, "out", None):
                 args.out.parent.mkdir(parents=True, exist_ok=True)
+            from serve.cli import UsageError
+
             try:
                 return run(args)
+            except UsageError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
             except grpc.RpcError as error:
                 print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
                 return 1

@@ -12,6 +12,9 @@ from serve.catalog import CATALOG, MemoryOptions
 from serve.weights import TINY
 
 DEFAULT_GRPC_PORT = 50051
+DEFAULT_TARGET = f"127.0.0.1:{DEFAULT_GRPC_PORT}"  # where a client finds `videogen serve` on this machine
+ROUTER_DEPLOYMENT = "Router"  # the ingress deployment's name in every application
+MAX_CHUNK_BYTES = 4 << 20  # largest video chunk on the wire (gRPC's default message limit is 4 MiB)
 SERVICER_FUNCTIONS = [
     "serve.api.videogen.v1.videogen_pb2_grpc.add_VideoGenerationServicer_to_server",
     "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
@@ -149,7 +152,9 @@ class ModelDeployment(BaseModel):
         8, ge=-1, description="requests waiting per caller before RESOURCE_EXHAUSTED (-1: unbounded)"
     )
     autoscaling: AutoscalingOptions = Field(default_factory=AutoscalingOptions)
-    parallel: ParallelOptions | None = Field(None, description="multi-GPU replica (ParallelModelServer)")
+    parallel: ParallelOptions | None = Field(
+        None, description="multi-GPU replica: one rank actor per GPU (parallel.group)"
+    )
     progress_interval_s: float = Field(
         0.1,
         ge=0,
@@ -223,7 +228,12 @@ class RouterOptions(BaseModel):
     num_replicas: int = Field(1, ge=1, description="Router replicas (stateless: jobs live elsewhere)")
     num_cpus: float = Field(0.25, ge=0, description="CPUs a Router replica reserves")
     max_ongoing_requests: int = Field(256, ge=1, description="concurrent RPCs per Router replica")
-    chunk_bytes: int = Field(1 << 20, ge=4096, le=4 << 20, description="video chunk size on the wire")
+    chunk_bytes: int = Field(
+        1 << 20,
+        ge=4096,
+        le=MAX_CHUNK_BYTES,
+        description="video chunk size on the wire",
+    )
 
 
 class AppConfig(BaseModel):

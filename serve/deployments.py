@@ -14,13 +14,13 @@ import ray
 from ray import serve
 from ray.serve import Application
 
-from serve import wire
 from serve.admission import capacity
 from serve.catalog import get_spec
 from serve.cold_start import record_cold_start
-from serve.config import AppConfig, ModelDeployment
-from serve.engine import EncodedVideo, Engine, ProgressEvent, Stage
-from serve.errors import Cancelled, VideogenError
+from serve.config import ROUTER_DEPLOYMENT, AppConfig, ModelDeployment
+from serve.engine import Engine
+from serve.errors import Cancelled, error_status
+from serve.events import EncodedVideo, GenerationSummary, ProgressCallback, ProgressEvent, Stage, StreamItem
 from serve.jobs import job_store
 from serve.metrics import metrics, record_device_memory
 from serve.request import GenerationRequest
@@ -96,9 +96,9 @@ class ModelServer:
         return {"load_seconds": self.engine.load_seconds}
 
     async def _run(
-        self, request: GenerationRequest, on_progress: Any, cancel: threading.Event, received_at: float
+        self, request: GenerationRequest, on_progress: ProgressCallback, cancel: threading.Event
     ) -> EncodedVideo:
-        metrics().queue_wait.observe(max(0.0, time.time() - received_at), tags=self.tags)
+        """Generate in the executor; count the outcome. A cancelled caller stops it at the next step."""
         loop = asyncio.get_running_loop()
         observer = _Observer(self.model.name, on_progress)
         future = loop.run_in_executor(None, self.engine.generate_video, request, observer, cancel)
@@ -129,95 +129,114 @@ class ModelServer:
     def _count(self, outcome: str) -> None:
         metrics().generations.inc(tags={**self.tags, "outcome": outcome})
 
-    async def generate(
-        self, request: GenerationRequest, received_at: float
-    ) -> AsyncIterator[ProgressEvent | EncodedVideo]:
-        """Stream progress events, then the encoded video (Generate)."""
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[ProgressEvent] = asyncio.Queue()
-        cancel = threading.Event()
+    async def _stream(
+        self,
+        request: GenerationRequest,
+        received_at: float,
+        cancel: threading.Event,
+        on_event: ProgressCallback | None = None,
+    ) -> AsyncIterator[StreamItem]:
+        """The one path of a request through this replica: progress, then the video, as stream items.
 
+        Step events closer together than `progress_interval_s` are coalesced (stage changes and the last
+        step always go out), and items go out at most once per interval: what is ready travels together,
+        and the video goes with the last events. `on_event` sees every event in the engine's thread,
+        where raising stops the run (a job's cancel).
+        """
+        queue_s = max(0.0, time.time() - received_at)
+        metrics().queue_wait.observe(queue_s, tags=self.tags)
+        loop = asyncio.get_running_loop()
+        ready: list[ProgressEvent] = []
+        wake = asyncio.Event()
+        interval = self.model.progress_interval_s
         last_step_sent = 0.0
 
         def on_progress(event: ProgressEvent) -> None:
-            # Every stream item costs a hop through Serve: steps faster than the progress interval
-            # (small clips) are coalesced; stage changes and the last step always go out.
             nonlocal last_step_sent
+            if on_event is not None:
+                on_event(event)
             if event.stage is Stage.DENOISING and event.step < event.total_steps:
                 now = time.monotonic()
-                if now - last_step_sent < self.model.progress_interval_s:
+                if now - last_step_sent < interval:
                     return
                 last_step_sent = now
-            loop.call_soon_threadsafe(events.put_nowait, event)
+            loop.call_soon_threadsafe(_append_and_wake, event)
 
-        task = asyncio.ensure_future(self._run(request, on_progress, cancel, received_at))
+        def _append_and_wake(event: ProgressEvent) -> None:
+            ready.append(event)
+            wake.set()
+
+        task = asyncio.ensure_future(self._run(request, on_progress, cancel))
+        task.add_done_callback(lambda _: wake.set())
+        first = True
         try:
-            while not task.done() or not events.empty():
-                getter = asyncio.ensure_future(events.get())
-                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    yield getter.result()
-                else:
-                    getter.cancel()
-            yield task.result()
+            while True:
+                await wake.wait()
+                if not task.done() and interval > 0:
+                    # Let more events gather: one hop per interval, however fast the steps.
+                    await asyncio.wait({task}, timeout=interval)
+                wake.clear()
+                item = StreamItem(events=list(ready), queue_seconds=queue_s if first else None)
+                ready.clear()
+                if task.done():
+                    item.video = task.result()
+                    yield item
+                    return
+                if item.events:
+                    yield item
+                    first = False
         finally:
             if not task.done():
                 cancel.set()
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
 
+    async def generate(self, request: GenerationRequest, received_at: float) -> AsyncIterator[StreamItem]:
+        """Generate: stream items of progress events, the last one with the encoded video."""
+        async for item in self._stream(request, received_at, threading.Event()):
+            yield item
+
     async def run_job(self, job_id: str, request: GenerationRequest, submitted_at: float) -> str:
         """Run one async job: state and progress go to the job store, the video to the result store."""
-        if not await self.jobs.call.remote("start", job_id, holder=self.actor):
+        if not await self.jobs.start.remote(job_id, holder=self.actor):
             return "skipped"
         started = time.time()
         cancel = threading.Event()
         store = self.jobs
 
-        def on_progress(event: ProgressEvent) -> None:
-            # Runs in the engine's thread once per step; the answer says whether to stop.
-            stop = ray.get(
-                store.call.remote(
-                    "progress",
-                    job_id,
-                    event.stage.value,
-                    event.step,
-                    event.total_steps,
-                    event.elapsed_seconds,
-                )
-            )
-            if stop:
+        def record_progress(event: ProgressEvent) -> None:
+            # In the engine's thread, once per event: the store's answer says whether to stop, so a
+            # CancelJob takes effect at the very next step.
+            update = (event.stage, event.step, event.total_steps, event.elapsed_seconds)
+            if ray.get(store.progress.remote(job_id, *update)):
                 cancel.set()
 
         try:
-            video = await self._run(request, on_progress, cancel, submitted_at)
+            video: EncodedVideo | None = None
+            async for item in self._stream(request, submitted_at, cancel, on_event=record_progress):
+                video = item.video or video
+            assert video is not None, "a finished stream ends with the video"
             self.results.put(job_id, video.data, video.mime_type)
-            summary = wire.summary_dict(request, video, started - submitted_at, time.time() - submitted_at)
-            await self.jobs.call.remote("succeed", job_id, summary)
+            summary = GenerationSummary.of(request, video, started - submitted_at, time.time() - submitted_at)
+            await self.jobs.succeed.remote(job_id, summary)
             metrics().request_latency.observe(
                 time.time() - submitted_at, tags={**self.tags, "rpc": "SubmitJob"}
             )
             return "succeeded"
-        except Cancelled as exc:
-            await self.jobs.call.remote("fail", job_id, "CANCELLED", str(exc))
-            return "cancelled"
         except asyncio.CancelledError:
             # Serve cancelled the request (its Router went away, or this replica is being stopped past
             # its grace period): nobody else will record the outcome, so the job must not stay RUNNING.
             with contextlib.suppress(Exception):
                 await asyncio.shield(
-                    self.jobs.call.remote(
-                        "fail", job_id, "UNAVAILABLE", "interrupted by a shutdown; submit it again"
-                    )
+                    self.jobs.fail.remote(job_id, "UNAVAILABLE", "interrupted by a shutdown; submit it again")
                 )
             raise
-        except VideogenError as exc:
-            await self.jobs.call.remote("fail", job_id, exc.code, exc.message)
-            return "failed"
         except Exception as exc:
-            log.exception("job %s failed", job_id)
-            await self.jobs.call.remote("fail", job_id, "INTERNAL", f"{type(exc).__name__}: {exc}")
-            return "failed"
+            code, message = error_status(exc)
+            if code == "INTERNAL":
+                log.exception("job %s failed", job_id)
+            await self.jobs.fail.remote(job_id, code, message)
+            return "cancelled" if code == "CANCELLED" else "failed"
 
 
 def model_deployment_options(model: ModelDeployment) -> dict[str, Any]:
@@ -266,7 +285,7 @@ def build_app_with(config: AppConfig | dict, model_server_cls: type) -> Applicat
         for model in config.models
     }
     router = serve.deployment(Router).options(
-        name="Router",
+        name=ROUTER_DEPLOYMENT,
         num_replicas=config.router.num_replicas,
         max_ongoing_requests=config.router.max_ongoing_requests,
         ray_actor_options={"num_cpus": config.router.num_cpus},

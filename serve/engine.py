@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from serve import video
 from serve.catalog import MemoryOptions, ModelSpec
 from serve.errors import Cancelled, InvalidArgument, ResourceExhausted, VideogenError
+from serve.events import EncodedVideo, ProgressCallback, ProgressEvent, Stage
 from serve.families import get_family
 from serve.request import GenerationRequest
 from serve.weights import TINY, WeightsSource, resolve_weights
@@ -31,25 +31,6 @@ log = logging.getLogger(__name__)
 _ENCODER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="video-encode")
 
 
-class Stage(StrEnum):
-    PREPARING = "preparing"
-    DENOISING = "denoising"
-    ENCODING = "encoding"
-    DONE = "done"
-
-
-class ProgressEvent(BaseModel):
-    """Where a running generation is."""
-
-    stage: Stage
-    step: int = 0
-    total_steps: int = 0
-    elapsed_seconds: float = 0.0
-
-
-ProgressCallback = Callable[[ProgressEvent], None]
-
-
 class GenerationOutput(BaseModel):
     """Decoded frames (uint8, frames x height x width x 3) and what it took to make them."""
 
@@ -57,19 +38,6 @@ class GenerationOutput(BaseModel):
     frames: np.ndarray
     seed: int
     inference_seconds: float
-    steps_completed: int
-    peak_memory_bytes: int
-
-
-class EncodedVideo(BaseModel):
-    """A finished video file and its timings."""
-
-    data: bytes
-    mime_type: str
-    seed: int
-    num_frames: int
-    inference_seconds: float
-    encode_seconds: float
     steps_completed: int
     peak_memory_bytes: int
 

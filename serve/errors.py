@@ -56,3 +56,26 @@ class Unauthenticated(VideogenError):
     """No API key, or one the service does not know; the message never repeats the key."""
 
     code = "UNAUTHENTICATED"
+
+
+def error_status(error: BaseException) -> tuple[str, str]:
+    """The gRPC status code name and the message a caller gets for an error raised while serving.
+
+    One mapping for every place an error ends a request: a Router's RPC and a job's record.
+    """
+    from ray.exceptions import RayActorError, RayTaskError
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+    if isinstance(error, RayTaskError):
+        cause = error.as_instanceof_cause()
+        if isinstance(cause, VideogenError | BackPressureError):
+            error = cause
+    if isinstance(error, VideogenError):
+        return error.code, error.message
+    if isinstance(error, BackPressureError):
+        return "RESOURCE_EXHAUSTED", f"too many requests queued for this model: {error}"
+    if isinstance(error, DeploymentUnavailableError | RayActorError):
+        # Ray's own text runs to many lines of actor details; its first line says what happened.
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        return "UNAVAILABLE", f"model replica unavailable: {first_line}"
+    return "INTERNAL", f"{type(error).__name__}: {error}"

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from serve.errors import InvalidArgument, NotFound, ResourceExhausted
+from serve.events import GenerationSummary, Stage
 from serve.results import check_job_id
 
 STORE_NAME = "videogen-job-store"
@@ -40,7 +41,7 @@ class JobRecord(BaseModel):
     job_id: str
     model: str
     state: JobState = JobState.QUEUED
-    stage: str = "queued"
+    stage: Stage = Stage.QUEUED
     step: int = 0
     total_steps: int = 0
     elapsed_seconds: float = 0.0
@@ -51,7 +52,7 @@ class JobRecord(BaseModel):
     finished_at: float = 0.0
     idempotency_key: str = ""
     owner: str = ""
-    summary: dict[str, Any] | None = None
+    summary: GenerationSummary | None = None
     cancel_requested: bool = False
     version: int = 0
 
@@ -156,22 +157,22 @@ class JobBook:
             return False
         if holder is not None:
             self.holders[job_id] = holder
-        self._update(record, state=JobState.RUNNING, stage="preparing", started_at=time.time())
+        self._update(record, state=JobState.RUNNING, stage=Stage.PREPARING, started_at=time.time())
         return True
 
-    def progress(self, job_id: str, stage: str, step: int, total_steps: int, elapsed: float) -> bool:
+    def progress(self, job_id: str, stage: Stage, step: int, total_steps: int, elapsed: float) -> bool:
         """Record progress; returns True when the job should stop (cancel requested)."""
         record = self.get(job_id)
         if not record.ended:
             self._update(record, stage=stage, step=step, total_steps=total_steps, elapsed_seconds=elapsed)
         return record.cancel_requested or record.ended
 
-    def succeed(self, job_id: str, summary: dict[str, Any]) -> JobRecord:
+    def succeed(self, job_id: str, summary: GenerationSummary) -> JobRecord:
         record = self.get(job_id)
         if record.ended:
             return record
         return self._update(
-            record, state=JobState.SUCCEEDED, stage="done", summary=summary, finished_at=time.time()
+            record, state=JobState.SUCCEEDED, stage=Stage.DONE, summary=summary, finished_at=time.time()
         )
 
     def fail(self, job_id: str, code: str, error: str) -> JobRecord:
@@ -264,8 +265,16 @@ class JobStoreActor:
             self.sweeper = asyncio.ensure_future(self._sweep_forever())
 
     async def _sweep_forever(self) -> None:
+        from serve.metrics import GAUGE_REFRESH_S
+
+        last_sweep = time.monotonic()
         while True:
-            await asyncio.sleep(self.sweep_interval_s)
+            await asyncio.sleep(min(self.sweep_interval_s, GAUGE_REFRESH_S))
+            # Set the job gauges again even when nothing changed: Ray drops series left unset.
+            self._export_counts()
+            if time.monotonic() - last_sweep < self.sweep_interval_s:
+                continue
+            last_sweep = time.monotonic()
             try:
                 await self.sweep()
             except Exception:  # never let one bad sweep stop the next
@@ -288,15 +297,61 @@ class JobStoreActor:
         async with self.changed:
             self.changed.notify_all()
 
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Run a JobBook method; errors travel back to the caller as themselves."""
+    # The JobBook's methods as the actor's own: reads answer at once; a change wakes the watchers and,
+    # when it moves a job between states, updates the job gauges. Errors reach the caller as themselves.
+
+    async def _changed(self, states_changed: bool = True) -> None:
         self._ensure_sweeper()
-        result = getattr(self.book, method)(*args, **kwargs)
-        if method not in ("get", "counts"):
-            await self._notify()
-            if method != "progress":
-                self._export_counts()
-        return result
+        await self._notify()
+        if states_changed:
+            self._export_counts()
+
+    async def create(
+        self,
+        model: str,
+        idempotency_key: str = "",
+        owner: str = "",
+        max_active: int | None = None,
+        holder: Any = None,
+    ) -> tuple[JobRecord, bool]:
+        created = self.book.create(model, idempotency_key, owner, max_active, holder)
+        await self._changed()
+        return created
+
+    async def get(self, job_id: str, owner: str | None = None) -> JobRecord:
+        self._ensure_sweeper()
+        return self.book.get(job_id, owner)
+
+    async def active(self, owner: str) -> int:
+        return self.book.active(owner)
+
+    async def counts(self) -> dict[str, int]:
+        return self.book.counts()
+
+    async def start(self, job_id: str, holder: Any = None) -> bool:
+        started = self.book.start(job_id, holder)
+        await self._changed()
+        return started
+
+    async def progress(self, job_id: str, stage: Stage, step: int, total_steps: int, elapsed: float) -> bool:
+        stop = self.book.progress(job_id, stage, step, total_steps, elapsed)
+        await self._changed(states_changed=False)
+        return stop
+
+    async def succeed(self, job_id: str, summary: GenerationSummary) -> JobRecord:
+        record = self.book.succeed(job_id, summary)
+        await self._changed()
+        return record
+
+    async def fail(self, job_id: str, code: str, error: str) -> JobRecord:
+        record = self.book.fail(job_id, code, error)
+        await self._changed()
+        return record
+
+    async def cancel(self, job_id: str, owner: str | None = None) -> JobRecord:
+        record = self.book.cancel(job_id, owner)
+        await self._changed()
+        return record
 
     def _export_counts(self) -> None:
         from serve.metrics import metrics

@@ -16,9 +16,8 @@ from typing import Any
 
 import yaml
 
-from serve.config import AppConfig, ServeConfig
+from serve.config import ROUTER_DEPLOYMENT, AppConfig, ServeConfig
 
-ROUTER_DEPLOYMENT = "Router"
 SERVE_CONFIG_FILE = "serve-config.yaml"
 
 

@@ -19,6 +19,9 @@ from typing import Any
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 STEP_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 LOAD_BUCKETS_S = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200)
+# Ray stops exporting a worker's series once it has reported nothing for 120 s (RAY_WORKER_TIMEOUT_S):
+# gauges that change rarely are set again this often, so an idle service keeps its series.
+GAUGE_REFRESH_S = 5.0
 
 PREFIX = "videogen_"
 RAY_PREFIX = "ray_"  # what Ray's metrics agent puts in front of every application metric

@@ -1,4 +1,4 @@
-"""Keep Ray on loopback: no usage-stats reports and no cloud-metadata probes (see DESIGN/FACTS)."""
+"""Keep Ray on loopback: no usage-stats reports and no cloud-metadata probes (README "Network hygiene")."""
 
 from __future__ import annotations
 

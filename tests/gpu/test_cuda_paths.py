@@ -12,7 +12,7 @@ import torch
 from serve.catalog import MemoryOptions, get_spec
 from serve.engine import Engine
 from serve.video import probe_mp4
-from tests.unit.test_engine import tiny_request
+from tests.support import tiny_request
 
 pytestmark = pytest.mark.gpu
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,18 +10,13 @@ import pytest
 
 from serve.catalog import CATALOG
 from serve.config import SERVICER_FUNCTIONS, AppConfig, ServeConfig
+from serve.ports import free_port
 
 # Few steps are fast; tests that need a long-running request ask for more steps.
 BACKPRESSURE_MODEL = "modelscope-t2v"
 BACKPRESSURE_QUEUE = 2
 # Serve's gRPC proxy limit, as `videogen serve` sets it (tests/integration/test_hostile_input.py).
 PROXY_MAX_MESSAGE_BYTES = ServeConfig.model_fields["max_message_bytes"].default
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -64,6 +58,7 @@ def ray_cluster() -> Iterator[int]:
     limit_proxy_messages(PROXY_MAX_MESSAGE_BYTES)
     metrics_port = free_port()
     ray.init(
+        address="local",  # a cluster of the tests' own, never one that `ray start` left running
         num_cpus=32,
         num_gpus=2,
         include_dashboard=False,

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
 
+from serve.ports import free_port
 from serve.video import probe_mp4
-from tests.integration.conftest import free_port
+from tests.support import BackgroundProcess
 
 pytestmark = pytest.mark.integration
+
+
+def client(port: int, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "serve.cli", "client", "--target", f"127.0.0.1:{port}", *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
 
 
 def test_serve_comes_up_answers_the_client_and_stops_on_ctrl_c(tmp_path):
@@ -30,35 +35,25 @@ def test_serve_comes_up_answers_the_client_and_stops_on_ctrl_c(tmp_path):
     }
     config_path = tmp_path / "serve.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    # A separate process group, as a terminal would run it; output to a file, never a full pipe.
-    log_path = tmp_path / "serve.log"
-    with log_path.open("w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "serve.cli", "serve", "--config", str(config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = BackgroundProcess(
+        [sys.executable, "-m", "serve.cli", "serve", "--config", str(config_path)], tmp_path / "serve.log"
+    )
     try:
-        deadline = time.monotonic() + 240
-        while "videogen: serving" not in log_path.read_text():
-            assert server.poll() is None, log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
-            time.sleep(0.5)
+        server.wait_for("videogen: serving", timeout_s=240)
         out = tmp_path / "fox.mp4"
-        client = subprocess.run(
-            [sys.executable, "-m", "serve.cli", "client", "--target", f"127.0.0.1:{port}", "generate",
-             "--model", "hunyuanvideo", "--prompt", "a red fox running in the snow", "--out", str(out)],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert client.returncode == 0, client.stderr[-2000:]
+        made = client(port, "generate", "--model", "hunyuanvideo", "--prompt", "a red fox", "--out", str(out))
+        assert made.returncode == 0, made.stderr[-2000:]
         assert probe_mp4(out.read_bytes())[0] == 9
+        refused = client(
+            port, "generate", "--model", "hunyuanvideo", "--prompt", "a fox", "--frames", "1000",
+            "--out", str(tmp_path / "x.mp4"),
+        )  # fmt: skip
+        # A request refused at once shows its error and nothing else: no progress bar was drawn.
+        assert refused.returncode == 1
+        assert refused.stderr.strip().splitlines()[-1].startswith("error: INVALID_ARGUMENT: num_frames:")
+        assert "%|" not in refused.stderr  # tqdm draws `name:   0%|...`
     finally:
-        os.killpg(server.pid, signal.SIGINT)
-        try:
-            code = server.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            raise
-    assert code == 0, log_path.read_text()[-3000:]
-    assert "videogen: shutting down" in log_path.read_text()
+        code = server.stop()
+        server.kill_group()
+    assert code == 0, server.log()[-3000:]
+    assert "videogen: shutting down" in server.log()

@@ -121,6 +121,35 @@ def test_a_client_deadline_cancels_the_work_on_the_replica(faults):
     assert freed_after < LONG_STEPS * FAKE_SLOW_STEP_S / 3
 
 
+def test_cancel_job_stops_within_one_step_and_the_replica_serves_the_next(faults):
+    with faults.client() as client:
+        job = client.submit(slow(LONG_STEPS))
+        wait_for_step(client, job.job_id, 3)
+        step_at_cancel = client.cancel(job.job_id).progress.step
+        final = client.wait(job.job_id, timeout=60)
+        assert final.state == pb.JOB_STATE_CANCELLED
+        # The replica recorded no step beyond the one running when the cancel arrived.
+        assert step_at_cancel >= 3 and final.progress.step <= step_at_cancel + 1
+        with pytest.raises(grpc.RpcError) as error:
+            client.fetch(job.job_id)
+        assert error.value.code() == grpc.StatusCode.NOT_FOUND
+        after = client.generate(params(), timeout=60)
+    # The replica runs one request at a time: the next one waited only for the step in flight.
+    assert after.summary.queue_seconds < LONG_STEPS * FAKE_SLOW_STEP_S / 6
+
+
+def test_cancelling_the_generate_call_stops_the_denoising_on_the_replica(faults):
+    with faults.client() as client:
+        stream = client.generate_stream(slow(LONG_STEPS), timeout=120)
+        for event in stream:
+            if event.WhichOneof("event") == "progress" and event.progress.step >= 2:
+                stream.cancel()
+                break
+        after = client.generate(params(), timeout=60)
+    # Had the cancel not reached the replica, the next request would have waited for the rest of 30 s.
+    assert after.summary.queue_seconds < LONG_STEPS * FAKE_SLOW_STEP_S / 6, after.summary.queue_seconds
+
+
 def test_a_replica_killed_mid_job_fails_the_job_with_a_reason_and_service_resumes(faults):
     with faults.client() as client:
         job = client.submit(slow(LONG_STEPS))
@@ -179,5 +208,5 @@ def test_graceful_shutdown_drains_the_running_job(faults):
 
     record = job_record(faults.results_dir, job.job_id)
     assert record.state.value == "succeeded", record
-    assert record.summary["num_inference_steps"] == 20
+    assert record.summary.num_inference_steps == 20
     assert list(faults.results_dir.glob(f"{job.job_id}.*"))

@@ -19,8 +19,7 @@ from serve.catalog import CATALOG, Task, get_spec
 from serve.request import MAX_IMAGE_BYTES
 from tests.integration.cluster import replica_names
 from tests.integration.conftest import PROXY_MAX_MESSAGE_BYTES
-from tests.unit.test_hostile_request import encoded, png_header_only
-from tests.unit.test_request import png
+from tests.support import encoded, png, png_header_only
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +46,7 @@ FIELDS = {
     "noise_aug_strength",
     "decode_chunk_size",
     "true_cfg_scale",
+    "output_format",
     "idempotency_key",
     "job_id",
 }
@@ -90,6 +90,7 @@ WILD: dict[str, st.SearchStrategy] = {
     "noise_aug_strength": FLOATS,
     "decode_chunk_size": NUMBERS,
     "true_cfg_scale": FLOATS,
+    "output_format": st.integers(-(2**31), 2**31 - 1),
 }
 # Every status the property test saw, checked by the last test: the mix must include both kinds.
 SEEN: Counter[str] = Counter()
@@ -116,7 +117,7 @@ def wild_params(draw: st.DrawFn) -> tuple[pb.GenerationParams, str | None]:
         "prompt": draw(st.one_of(TEXT, st.just("a fox in the snow"), st.just("x" * 2001))),
         "negative_prompt": draw(st.one_of(st.just(""), TEXT, st.just("y" * 2001))),
         "image": draw(IMAGES),
-        "output_format": draw(st.integers(0, 4)),
+        "output_format": draw(st.integers(-1, 4)),
     }
     for name in ("num_frames", "fps", "height", "width", "num_inference_steps"):
         if (value := draw(NUMBERS)) is not None:

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from serve.api import pb
-from serve.metrics import SERVE_LABELS, SPECS, Kind
-from tests.prometheus import (
+from serve.local_prometheus import (
     CAMEL_CASE_PROBLEM,
     PrometheusServer,
     check_metrics,
@@ -24,6 +23,7 @@ from tests.prometheus import (
     scrape,
     snake_case_ray_labels,
 )
+from serve.metrics import SERVE_LABELS, SPECS, Kind
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,9 @@ import torch
 from parallel.group import RANK_NAMESPACE, GroupTimeouts, ParallelEngine
 from serve.catalog import MemoryOptions, get_spec
 from serve.config import ParallelOptions
-from serve.engine import Engine, ProgressEvent, Stage
+from serve.engine import Engine
 from serve.errors import Cancelled, InvalidArgument, Unavailable
+from serve.events import ProgressEvent, Stage
 from serve.request import RequestFields, build_request
 from serve.video import probe_mp4
 

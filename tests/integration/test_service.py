@@ -8,13 +8,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import numpy as np
 import pytest
 
 from serve.api import pb
 from serve.catalog import CATALOG, Task, get_spec
-from serve.video import probe_mp4
+from serve.video import decode_frames, probe_mp4
 from tests.integration.conftest import BACKPRESSURE_MODEL, BACKPRESSURE_QUEUE
-from tests.unit.test_request import png
+from tests.support import png
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +53,7 @@ def test_generate_streams_progress_then_a_decodable_mp4(service, model):
 
 
 @pytest.mark.parametrize("model", sorted(CATALOG))
-def test_submit_watch_fetch_gives_the_same_video_as_generate(service, model):
+def test_submit_watch_fetch_gives_the_same_frames_as_generate(service, model):
     with service.client() as client:
         job = client.submit(params(model))
         assert job.state in (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING) and len(job.job_id) == 32
@@ -61,7 +62,11 @@ def test_submit_watch_fetch_gives_the_same_video_as_generate(service, model):
         data = client.fetch(final.job_id, chunk_bytes=1024)
         direct = client.generate(params(model), timeout=120)
     assert probe_mp4(data) == tiny_expectations(model)
-    assert probe_mp4(direct.data) == probe_mp4(data)
+    # The same seed through either path: the same decoded frames and the same file.
+    direct_frames, job_frames = decode_frames(direct.data), decode_frames(data)
+    difference = np.abs(direct_frames.astype(int) - job_frames).max()
+    assert np.array_equal(direct_frames, job_frames), f"frames differ by up to {difference}"
+    assert final.summary.sha256 == direct.summary.sha256 == hashlib.sha256(data).hexdigest()
     assert final.summary.seed == direct.summary.seed == 5
     assert final.started_at >= final.created_at and final.finished_at >= final.started_at
 
@@ -108,37 +113,6 @@ def test_a_large_video_arrives_intact_in_chunks(service):
     assert hashlib.sha256(data).hexdigest() == summary.sha256 and data[:6] == b"GIF89a"
 
 
-def test_cancel_job_stops_within_one_step_and_the_replica_serves_the_next(service):
-    with service.client() as client:
-        job = client.submit(params("hunyuanvideo", num_inference_steps=150))
-        step_at_cancel = 0
-        for update in client.watch(job.job_id, timeout=120):
-            if update.progress.step >= 3:
-                step_at_cancel = client.cancel(job.job_id).progress.step
-                break
-        final = client.wait(job.job_id, timeout=60)
-        assert final.state == pb.JOB_STATE_CANCELLED
-        assert final.progress.step <= step_at_cancel + 1
-        assert final.progress.step < 150
-        with pytest.raises(grpc.RpcError) as error:
-            client.fetch(job.job_id)
-        assert error.value.code() == grpc.StatusCode.NOT_FOUND
-        assert client.generate(params("hunyuanvideo"), timeout=60).summary.num_frames > 0
-
-
-def test_cancelling_the_generate_call_stops_the_denoising(service):
-    with service.client() as client:
-        stream = client.generate_stream(params("hunyuanvideo", num_inference_steps=150), timeout=120)
-        for event in stream:
-            if event.WhichOneof("event") == "progress" and event.progress.step >= 2:
-                stream.cancel()
-                break
-        # The replica is free again quickly: a full request completes well before 150 steps could run.
-        started = time.monotonic()
-        client.generate(params("hunyuanvideo"), timeout=60)
-    assert time.monotonic() - started < 5
-
-
 def test_unknown_model_is_not_found(service):
     with service.client() as client, pytest.raises(grpc.RpcError) as error:
         client.generate(params("sora"), timeout=30)
@@ -159,6 +133,7 @@ def test_unknown_model_is_not_found(service):
         ("svd", {"image": b"garbage"}, "image"),
         ("svd", {"motion_bucket_id": 999}, "motion_bucket_id"),
         ("svd", {"noise_aug_strength": -1.0}, "noise_aug_strength"),
+        ("hunyuanvideo", {"output_format": 99}, "output_format"),
     ],
 )
 def test_each_invalid_field_is_invalid_argument_naming_it(service, model, fields, field):

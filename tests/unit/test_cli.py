@@ -30,7 +30,7 @@ def test_models_lists_the_catalog():
     ],
 )
 def test_generate_writes_a_playable_mp4_for_t2v_and_i2v(tmp_path, model, extra, expected):
-    from tests.unit.test_request import png
+    from tests.support import png
 
     image = tmp_path / "in.png"
     image.write_bytes(png())
@@ -56,3 +56,21 @@ def test_serve_config_prints_a_serve_deploy_file():
     result = videogen("serve-config", "--config", "configs/local.yaml")
     assert result.returncode == 0
     ServeDeploySchema.model_validate(yaml.safe_load(result.stdout))
+
+
+def test_generate_takes_the_container_from_the_out_extension(tmp_path):
+    out = tmp_path / "clip.gif"
+    result = videogen(
+        "generate", "--model", "hunyuanvideo", "--prompt", "a fox", "--frames", "5", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert out.read_bytes()[:6] == b"GIF89a"
+
+
+def test_generate_refuses_a_format_that_contradicts_the_out_extension(tmp_path):
+    out = tmp_path / "clip.gif"
+    result = videogen(
+        "generate", "--model", "hunyuanvideo", "--prompt", "a fox", "--format", "mp4", "--out", str(out)
+    )
+    assert result.returncode == 2
+    assert "--format mp4 does not match --out" in result.stderr and not out.exists()

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import struct
-import zlib
-
 import pytest
 from PIL import Image
 
@@ -13,28 +9,7 @@ from serve.catalog import get_spec
 from serve.config import ModelDeployment
 from serve.errors import InvalidArgument
 from serve.request import MAX_IMAGE_PIXELS, RequestFields, build_request, decode_image
-from tests.unit.test_request import png
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims `width` x `height` but carries one tiny compressed row: a bomb's shape."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0"))
-        + chunk(b"IEND", b"")
-    )
-
-
-def encoded(image_format: str, size: tuple[int, int] = (16, 16)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, (1, 2, 3)).save(buffer, image_format)
-    return buffer.getvalue()
+from tests.support import encoded, png, png_header_only
 
 
 def reason(data: bytes) -> str:

@@ -8,7 +8,9 @@ import pytest
 from ray.exceptions import ActorDiedError
 
 from serve.errors import NotFound, ResourceExhausted
+from serve.events import Stage
 from serve.jobs import JobBook, JobState, JobStoreActor, holder_is_dead
+from tests.support import summary
 
 
 class FakeHolder:
@@ -76,7 +78,7 @@ def test_a_running_job_whose_replica_died_fails_with_a_reason():
     book = JobBook()
     job, _ = book.create("svd", holder=router)
     book.start(job.job_id, holder=replica)
-    book.progress(job.job_id, "denoising", 3, 10, 1.0)
+    book.progress(job.job_id, Stage.DENOISING, 3, 10, 1.0)
     # The Router handed the job on: its death no longer matters, the replica's does.
     assert book.orphan(job.job_id, router).state is JobState.RUNNING
     record = book.orphan(job.job_id, replica)
@@ -88,7 +90,7 @@ def test_an_ended_job_is_never_orphaned():
     book = JobBook()
     job, _ = book.create("svd")
     book.start(job.job_id, holder=replica)
-    book.succeed(job.job_id, {"sha256": "x"})
+    book.succeed(job.job_id, summary())
     assert book.held() == []
     assert book.orphan(job.job_id, replica).state is JobState.SUCCEEDED
 
@@ -108,10 +110,10 @@ def test_the_store_sweep_fails_exactly_the_jobs_of_dead_holders(tmp_path):
     async def scenario() -> tuple[list[str], dict[str, JobState]]:
         store = JobStoreActor(str(tmp_path), ttl_s=3600, sweep_interval_s=3600)
         alive, dead = FakeHolder(), FakeHolder("dead")
-        queued_alive, _ = await store.call("create", "svd", holder=alive)
-        queued_dead, _ = await store.call("create", "svd", holder=dead)
-        running_dead, _ = await store.call("create", "svd", holder=alive)
-        await store.call("start", running_dead.job_id, holder=dead)
+        queued_alive, _ = await store.create("svd", holder=alive)
+        queued_dead, _ = await store.create("svd", holder=dead)
+        running_dead, _ = await store.create("svd", holder=alive)
+        await store.start(running_dead.job_id, holder=dead)
         failed = await store.sweep()
         states = {job_id: store.book.jobs[job_id].state for job_id in store.book.jobs}
         store.sweeper.cancel()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from serve.errors import InvalidArgument, NotFound
+from serve.events import Stage
 from serve.jobs import JobBook, JobState
+from tests.support import summary
 
 
 def test_job_runs_from_queued_to_succeeded():
@@ -13,10 +15,10 @@ def test_job_runs_from_queued_to_succeeded():
     record, created = book.create("svd")
     assert created and record.state is JobState.QUEUED
     assert book.start(record.job_id)
-    assert book.progress(record.job_id, "denoising", 1, 4, 0.5) is False
-    book.succeed(record.job_id, {"video_bytes": 10})
+    assert book.progress(record.job_id, Stage.DENOISING, 1, 4, 0.5) is False
+    book.succeed(record.job_id, summary(video_bytes=10))
     final = book.get(record.job_id)
-    assert final.state is JobState.SUCCEEDED and final.step == 1 and final.summary == {"video_bytes": 10}
+    assert final.state is JobState.SUCCEEDED and final.step == 1 and final.summary == summary(video_bytes=10)
 
 
 def test_same_idempotency_key_returns_the_existing_job():
@@ -49,7 +51,7 @@ def test_cancelling_a_running_job_asks_it_to_stop_at_the_next_step():
     record, _ = book.create("svd")
     book.start(record.job_id)
     assert book.cancel(record.job_id).state is JobState.RUNNING
-    assert book.progress(record.job_id, "denoising", 2, 4, 1.0) is True
+    assert book.progress(record.job_id, Stage.DENOISING, 2, 4, 1.0) is True
     assert book.fail(record.job_id, "CANCELLED", "cancelled after step 2").state is JobState.CANCELLED
 
 
@@ -58,7 +60,7 @@ def test_ended_jobs_do_not_change_again():
     record, _ = book.create("svd")
     book.start(record.job_id)
     book.fail(record.job_id, "INTERNAL", "boom")
-    assert book.succeed(record.job_id, {}).state is JobState.FAILED
+    assert book.succeed(record.job_id, summary()).state is JobState.FAILED
 
 
 def test_unknown_and_malformed_job_ids():
@@ -80,7 +82,7 @@ def test_ended_jobs_survive_a_restart_of_the_store(tmp_path):
     book = JobBook(tmp_path)
     record, _ = book.create("svd", "key-1")
     book.start(record.job_id)
-    book.succeed(record.job_id, {"video_bytes": 3})
+    book.succeed(record.job_id, summary(video_bytes=3))
     reopened = JobBook(tmp_path)
     assert reopened.get(record.job_id).state is JobState.SUCCEEDED
     assert reopened.create("svd", "key-1")[0].job_id == record.job_id

@@ -16,7 +16,6 @@ from tests.k8s_checks import (
     REPO,
     Obj,
     find,
-    kustomize_command,
     mutated,
     overlay,
     pod_groups,
@@ -25,8 +24,6 @@ from tests.k8s_checks import (
     validate,
     workers,
 )
-
-pytestmark = pytest.mark.skipif(kustomize_command() is None, reason="needs kubectl or kustomize on PATH")
 
 OVERLAY_NAMES = [o.name for o in OVERLAYS]
 # Ids "overlay-<name>": a bare "gpu" id reads as the gpu marker to tests/conftest.py (skipped on CPUs).
@@ -260,11 +257,7 @@ def _too_few_gpu_1x_pods(rs: Obj) -> None:
 
 
 RS = "RayService/videogen"
-G1, G4 = (
-    (f"spec.rayClusterConfig.workerGroupSpecs[{worker_index('gpu', g)}]" for g in ("gpu-1x", "gpu-4x"))
-    if kustomize_command()
-    else ("", "")  # the module is skipped
-)
+G1, G4 = (f"spec.rayClusterConfig.workerGroupSpecs[{worker_index('gpu', g)}]" for g in ("gpu-1x", "gpu-4x"))
 
 BROKEN: list[tuple[str, str, str | None, Change, list[str]]] = [
     (

@@ -12,7 +12,6 @@ from tests.k8s_checks import (
     REPO,
     Obj,
     find,
-    kustomize_command,
     mutated,
     overlay,
     pod_groups,
@@ -20,8 +19,6 @@ from tests.k8s_checks import (
     security_problems,
     workers,
 )
-
-pytestmark = pytest.mark.skipif(kustomize_command() is None, reason="needs kubectl or kustomize on PATH")
 
 
 @functools.cache

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
+from serve.local_prometheus import promtool, videogen_names
 from serve.metrics import SPECS
-from tests.k8s_checks import find, kustomize_command, overlay, render
-from tests.prometheus import promtool, videogen_names
+from tests.k8s_checks import find, overlay, render
 
 REPO = Path(__file__).resolve().parents[2]
 MONITORING = REPO / "k8s" / "components" / "monitoring"
@@ -108,7 +108,6 @@ def test_dashboard_shows_throughput_latency_queue_depth_and_vram() -> None:
     assert dashboard["uid"] == "videogen-serve" and variables == {"datasource", "model"}
 
 
-@pytest.mark.skipif(kustomize_command() is None, reason="needs kubectl or kustomize on PATH")
 @pytest.mark.parametrize("name", ["cpu-dev", "gpu"], ids=["overlay-cpu-dev", "overlay-gpu"])
 def test_overlays_ship_the_dashboard_configmap_and_the_rules(name: str) -> None:
     objects = render(overlay(name).directory(REPO))

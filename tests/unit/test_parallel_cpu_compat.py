@@ -1,7 +1,7 @@
 """xfuser on the CPU: each adjustment in parallel.cpu_compat is needed, and together they are enough.
 
 Each case runs in fresh interpreters (xfuser reads its environment at import time): without one adjustment
-xfuser fails the way FACTS.md describes; with all of them two gloo ranks run xDiT's real HunyuanVideo USP
+xfuser fails as parallel/cpu_compat.py says; with all of them two gloo ranks run xDiT's real HunyuanVideo USP
 code with ring attention (which needs all five) and match a single process. Ulysses and CFG parity, with
 the same adjustments, are checked through the rank actors in tests/integration/test_parallel_group.py.
 """
@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from parallel import cpu_compat
-from parallel.worker import free_port
+from serve.ports import free_port
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the adjustments apply only without a GPU")
 

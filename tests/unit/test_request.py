@@ -10,12 +10,7 @@ from PIL import Image
 from serve.catalog import CATALOG, get_spec
 from serve.errors import InvalidArgument
 from serve.request import MAX_PROMPT_CHARS, RequestFields, build_request
-
-
-def png(width: int = 64, height: int = 64) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (120, 30, 200)).save(buffer, "PNG")
-    return buffer.getvalue()
+from tests.support import png
 
 
 def build(model: str, tiny: bool = False, **fields):

@@ -1,9 +1,9 @@
-"""A real Prometheus server for the tests: installed from Debian, run on loopback, queried over HTTP.
+"""A real Prometheus on loopback, for a developer's machine and the tests: from Debian, queried over HTTP.
 
 `ensure_installed()` runs scripts/prometheus.sh (apt-get install of Debian's `prometheus`, once per
 machine). `PrometheusServer` scrapes only static 127.0.0.1 targets and has no remote write, no
 Alertmanager and no service discovery, so it opens no connection off loopback. From a shell:
-`.venv/bin/python -m tests.prometheus TARGET_PORT` runs one until Ctrl-C.
+`.venv/bin/python -m serve.local_prometheus TARGET_PORT [--rules FILE]` runs one until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from serve.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALLER = REPO / "scripts" / "prometheus.sh"
@@ -90,12 +91,6 @@ def snake_case_ray_labels(exposition: str) -> str:
 def scrape(url: str, timeout: float = 10) -> str:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return response.read().decode()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def scrape_config(
@@ -275,10 +270,15 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("target_port", type=int, help="Ray's metrics export port on 127.0.0.1")
-    parser.add_argument("--rules", type=Path, action="append", default=[])
+    parser.add_argument("--rules", type=Path, action="append", default=[], help="rule file (repeatable)")
     args = parser.parse_args()
+    # Prometheus runs in a temporary directory: rule files named relative to here must be made absolute.
+    rules = [path.resolve() for path in args.rules]
+    missing = [str(path) for path in rules if not path.is_file()]
+    if missing:
+        parser.error(f"rule file not found: {', '.join(missing)}")
     with tempfile.TemporaryDirectory() as directory:
-        server = PrometheusServer([f"127.0.0.1:{args.target_port}"], Path(directory), args.rules)
+        server = PrometheusServer([f"127.0.0.1:{args.target_port}"], Path(directory), rules)
         with server:
             print(f"prometheus on {server.url}; Ctrl-C stops it", flush=True)
             with contextlib.suppress(KeyboardInterrupt):

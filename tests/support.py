@@ -1,0 +1,141 @@
+"""What several test modules share: request inputs, summaries, processes run as a user runs them."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import struct
+import subprocess
+import time
+import zlib
+from pathlib import Path
+
+from PIL import Image
+
+from serve.catalog import Task, get_spec
+from serve.events import GenerationSummary
+from serve.request import GenerationRequest, RequestFields, build_request
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def png(width: int = 64, height: int = 64) -> bytes:
+    """A small valid PNG, the conditioning image of image-to-video requests."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (120, 30, 200)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims `width` x `height` but carries one tiny compressed row: a bomb's shape."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0"))
+        + chunk(b"IEND", b"")
+    )
+
+
+def encoded(image_format: str, size: tuple[int, int] = (16, 16)) -> bytes:
+    """A small image in `image_format` (PIL's name: PNG, GIF, BMP, ...)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (1, 2, 3)).save(buffer, image_format)
+    return buffer.getvalue()
+
+
+def tiny_request(model: str, **fields: object) -> GenerationRequest:
+    """A valid request for `model`'s tiny checkpoint, with `fields` replaced."""
+    spec = get_spec(model)
+    defaults = {"prompt": "a red fox in the snow", "seed": 7}
+    if spec.task is Task.I2V:
+        defaults["image"] = png()
+    return build_request(spec, spec.tiny_limits, RequestFields(model=model, **{**defaults, **fields}))
+
+
+def summary(**fields: object) -> GenerationSummary:
+    """A complete GenerationSummary with `fields` replaced (job-store tests need one, not a real video)."""
+    values: dict[str, object] = {
+        "model": "svd",
+        "seed": 1,
+        "num_frames": 4,
+        "fps": 7,
+        "height": 64,
+        "width": 64,
+        "num_inference_steps": 2,
+        "video_bytes": 10,
+        "mime_type": "video/mp4",
+        "sha256": "0" * 64,
+        "queue_seconds": 0.0,
+        "inference_seconds": 0.1,
+        "encode_seconds": 0.01,
+        "total_seconds": 0.2,
+    }
+    return GenerationSummary.model_validate({**values, **fields})
+
+
+class BackgroundProcess:
+    """A long-running command in its own process group (as a terminal runs it), its output in a file.
+
+    `stop()` sends Ctrl-C's SIGINT to the whole group and waits; SIGKILL after the grace period.
+    """
+
+    def __init__(self, command: list[str], log_path: Path, cwd: Path = REPO, env: dict | None = None) -> None:
+        self.log_path = log_path
+        with log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=cwd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout_s: float) -> None:
+        """Until `text` appears in the output; fails with the output's end if the process exits or stalls."""
+        deadline = time.monotonic() + timeout_s
+        while text not in self.log():
+            assert self.process.poll() is None, f"exited {self.process.returncode}:\n{self.log()[-3000:]}"
+            assert time.monotonic() < deadline, f"no {text!r} after {timeout_s}s:\n{self.log()[-3000:]}"
+            time.sleep(0.5)
+
+    def stop(self, grace_s: float = 90) -> int:
+        """Ctrl-C to the whole group, as a terminal sends it; waits until every process of the group has
+        exited (a `make` in front exits at once, the service behind it takes its time), SIGKILL after
+        `grace_s`. Returns the group leader's exit status.
+        """
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)
+        deadline = time.monotonic() + grace_s
+        while self._group_alive():
+            if time.monotonic() > deadline:
+                self.kill_group()
+                raise AssertionError(f"still running {grace_s}s after Ctrl-C:\n{self.log()[-3000:]}")
+            time.sleep(0.5)
+        return self.process.wait(timeout=30)
+
+    def _group_alive(self) -> bool:
+        """Whether a process of the group still runs (zombies, left to an init that may not reap, do not)."""
+        self.process.poll()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its closing paren.
+                state, _, group = stat.read_text().rpartition(")")[2].split()[:3]
+                if int(group) == self.process.pid and state != "Z":
+                    return True
+        return False
+
+    def kill_group(self) -> None:
+        """What is left of the process group (children a stop left behind), gone."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
