@@ -165,6 +165,8 @@ def load_run(app: AutoscaleApp) -> LoadRun:
     finally:
         done.set()
         sampler.join(timeout=10)
+    # The sampler's last reading may predate the scale-down that wait_for saw: take one more after it.
+    run.samples.append((time.monotonic(), running_replicas(app, LOADED), running_replicas(app, NEIGHBOUR)))
     return run
 
 

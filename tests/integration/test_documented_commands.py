@@ -126,7 +126,6 @@ def make_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundP
         yield service
     finally:
         service.stop(grace_s=120)  # Ctrl-C: make reports the interrupt, the service shuts down cleanly
-        service.kill_group()
     assert "videogen: shutting down" in service.log() and "Traceback" not in service.log(), service.log()[
         -3000:
     ]
@@ -183,8 +182,7 @@ def _local_prometheus(command: str, serve: BackgroundProcess, workdir: Path) -> 
     try:
         prometheus.wait_for("prometheus on http://127.0.0.1:", timeout_s=120)
     finally:
-        prometheus.stop(grace_s=30)
-        prometheus.kill_group()
+        prometheus.stop(grace_s=15)
 
 
 def _plain(command: str, serve: BackgroundProcess, workdir: Path) -> None:
