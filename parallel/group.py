@@ -17,7 +17,6 @@ import time
 import uuid
 from typing import Any
 
-import numpy as np
 import ray
 import torch
 from pydantic import BaseModel, Field
@@ -29,6 +28,7 @@ from parallel.config import TransformerGeometry, validate, validate_request
 from parallel.fp8 import ParameterBytes
 from serve.catalog import MemoryOptions, ModelSpec
 from serve.config import ParallelOptions
+from serve.engine import FloatFrames
 from serve.errors import Cancelled, InvalidArgument, Unavailable
 from serve.events import EncodedVideo, ProgressCallback, ProgressEvent
 from serve.request import GenerationRequest
@@ -112,7 +112,7 @@ class RankActor:
         finally:
             self.cancels.pop(token, None)
 
-    def frames(self, request: GenerationRequest, token: str) -> np.ndarray | None:
+    def frames(self, request: GenerationRequest, token: str) -> FloatFrames | None:
         return self.worker.frames(request)
 
     def info(self) -> dict[str, Any]:
@@ -258,10 +258,10 @@ class ParallelEngine:
             self._fail(f"{self.spec.name}: rank 0 returned no video")
         return video
 
-    def frames(self, request: GenerationRequest, cancel: threading.Event | None = None) -> np.ndarray:
-        """Rank 0's float frames in [0, 1], unencoded (parity checks, benchmarks)."""
+    def frames(self, request: GenerationRequest, cancel: threading.Event | None = None) -> FloatFrames:
+        """Rank 0's float frames in [0, 1], unencoded, and its forwards (parity checks, benchmarks)."""
         frames = self._fan_out("frames", request, None, cancel)
-        if not isinstance(frames, np.ndarray):
+        if not isinstance(frames, FloatFrames):
             self._fail(f"{self.spec.name}: rank 0 returned no frames")
         return frames
 

@@ -16,7 +16,6 @@ import time
 from datetime import timedelta
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -25,7 +24,7 @@ from parallel.config import TransformerGeometry, validate, validate_request
 from parallel.fp8 import ParameterBytes, parameter_bytes
 from serve.catalog import MemoryOptions, ModelSpec
 from serve.config import ParallelOptions
-from serve.engine import Engine
+from serve.engine import Engine, FloatFrames
 from serve.events import EncodedVideo, ProgressCallback
 from serve.request import GenerationRequest
 
@@ -55,6 +54,12 @@ class CollectiveCancel:
         flag = torch.tensor([1 if self.local.is_set() else 0], dtype=torch.int32)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group)
         return bool(flag.item())
+
+
+def _sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """The sum of `tensor` over all ranks (every rank calls this at the same point of the same step)."""
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
 
 
 class _XDiTFamily:
@@ -185,6 +190,8 @@ class RankWorker:
         self.geometry = TransformerGeometry.from_checkpoint(self.engine.source.path)
         validate(self.parallel, self.geometry, self.world_size, true_cfg=self.parallel.cfg_degree == 2)
         self._init_xdit_runtime()
+        # Step-cache decisions are taken from measures summed over every rank of the replica.
+        self.engine.cache_reduce = _sum_over_ranks
         self.load_seconds = time.perf_counter() - start
         log.info("rank %d/%d ready in %.1fs", self.rank, self.world_size, self.load_seconds)
         return self.load_seconds
@@ -261,12 +268,10 @@ class RankWorker:
         self.engine.generate(request, None, collective)  # type: ignore[arg-type]
         return None
 
-    def frames(self, request: GenerationRequest) -> np.ndarray | None:
-        """The pipeline's float frames in [0, 1] (no progress, no encoding): rank 0's for parity checks."""
+    def frames(self, request: GenerationRequest) -> FloatFrames | None:
+        """The pipeline's float frames in [0, 1] and forwards (no progress, no encoding): rank 0's."""
         self._prepare(request)
-        kwargs = self.engine.pipeline_call_kwargs(request)
-        with torch.inference_mode():
-            frames = np.asarray(self.engine.pipe(**kwargs).frames[0], dtype=np.float32)
+        frames = self.engine.float_frames(request)
         return frames if self.rank == 0 else None
 
     def shutdown(self) -> None:

@@ -25,6 +25,36 @@ class Knob(StrEnum):
     TRUE_CFG_SCALE = "true_cfg_scale"
 
 
+class CachePolicy(StrEnum):
+    """Step caching: how a denoising step may reuse the transformer's work of an earlier one."""
+
+    OFF = "off"
+    FIRST_BLOCK = "first_block"
+
+
+class StepCache(BaseModel):
+    """A step-cache policy and its threshold (FIRST_BLOCK: the first block's relative change to skip at)."""
+
+    model_config = ConfigDict(frozen=True)
+    policy: CachePolicy = Field(CachePolicy.OFF, description="off, or first_block (First-Block Cache)")
+    threshold: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="first_block: skip the other blocks while the first block's residual changed by less "
+        "than this (relative mean absolute difference); 0 never skips",
+    )
+
+
+NO_CACHE = StepCache()
+# First-Block Cache starting points for the real models (the range ParaAttention publishes for video
+# DiTs); bench/cache_speed.py measures forwards saved and the change in the output for a threshold.
+_HUNYUAN_CACHE = StepCache(policy=CachePolicy.FIRST_BLOCK, threshold=0.06)
+_COGVIDEOX_CACHE = StepCache(policy=CachePolicy.FIRST_BLOCK, threshold=0.05)
+# Transformer families whose blocks diffusers' cache hooks know (TransformerBlockRegistry).
+_DIT_CACHE_POLICIES = frozenset({CachePolicy.FIRST_BLOCK})
+
+
 class IntRange(BaseModel):
     """Inclusive integer range; `step` constrains values to `min + k * step`."""
 
@@ -117,10 +147,21 @@ class ModelSpec(BaseModel):
     tiny_limits: Limits = Field(description="limits of the tiny random-weight checkpoint")
     memory: MemoryOptions = MemoryOptions()
     gpu_memory_gb: float = Field(description="estimated peak GPU memory at defaults with the memory options")
+    cache_policies: frozenset[CachePolicy] = Field(
+        frozenset(), description="step-cache policies besides off (none for the UNet families)"
+    )
+    default_cache: StepCache = Field(NO_CACHE, description="step caching of the real model by default")
     description: str = ""
 
     def limits_for(self, tiny: bool) -> Limits:
         return self.tiny_limits if tiny else self.limits
+
+    @model_validator(mode="after")
+    def _default_cache_supported(self) -> ModelSpec:
+        policy = self.default_cache.policy
+        if policy is not CachePolicy.OFF and policy not in self.cache_policies:
+            raise ValueError(f"{self.name}: default cache policy {policy} is not one of its cache_policies")
+        return self
 
 
 # Sides every tiny checkpoint generates at: the VAEs compress 8x; the transformers add a 2x2 patch, while the
@@ -202,6 +243,8 @@ CATALOG: dict[str, ModelSpec] = {
             limits=_COGVIDEOX_LIMITS,
             tiny_limits=_COGVIDEOX_TINY,
             memory=_COGVIDEOX_MEMORY,
+            cache_policies=_DIT_CACHE_POLICIES,
+            default_cache=_COGVIDEOX_CACHE,
             gpu_memory_gb=18.0,
             description="CogVideoX 2B text-to-video, 720x480, 49 frames at 8 fps",
         ),
@@ -215,6 +258,8 @@ CATALOG: dict[str, ModelSpec] = {
             limits=_COGVIDEOX_LIMITS,
             tiny_limits=_COGVIDEOX_TINY,
             memory=_COGVIDEOX_MEMORY,
+            cache_policies=_DIT_CACHE_POLICIES,
+            default_cache=_COGVIDEOX_CACHE,
             gpu_memory_gb=26.0,
             description="CogVideoX 5B text-to-video, 720x480, 49 frames at 8 fps",
         ),
@@ -231,6 +276,8 @@ CATALOG: dict[str, ModelSpec] = {
             ),
             tiny_limits=_COGVIDEOX_I2V_TINY,
             memory=_COGVIDEOX_MEMORY,
+            cache_policies=_DIT_CACHE_POLICIES,
+            default_cache=_COGVIDEOX_CACHE,
             gpu_memory_gb=26.0,
             description="CogVideoX 5B image-to-video (image + prompt), 720x480, 49 frames at 8 fps",
         ),
@@ -254,6 +301,8 @@ CATALOG: dict[str, ModelSpec] = {
             ),
             tiny_limits=_tiny(IntRange(min=1, max=17, step=4), 9, 24, side=_TINY_DIT_SIDE),
             memory=MemoryOptions(vae_tiling=True, fp8_weights=True),
+            cache_policies=_DIT_CACHE_POLICIES,
+            default_cache=_HUNYUAN_CACHE,
             gpu_memory_gb=45.0,
             description="HunyuanVideo 13B text-to-video, 1280x720, up to 129 frames; multi-GPU with xDiT",
         ),

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from serve.catalog import CachePolicy
 from serve.request import OutputFormat, RequestFields
 
 
@@ -34,6 +35,17 @@ def _add_generation_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode-chunk-size", type=int, help="SVD/I2VGen-XL: frames decoded at once")
     parser.add_argument(
         "--true-cfg-scale", type=float, help="HunyuanVideo: true CFG with the negative prompt"
+    )
+    parser.add_argument(
+        "--cache",
+        choices=[p.value for p in CachePolicy],
+        dest="cache_policy",
+        help="step caching (DiT models): off or first_block; default: the model's",
+    )
+    parser.add_argument(
+        "--cache-threshold",
+        type=float,
+        help="first_block: relative change of the first block to skip at (0-1)",
     )
 
 

@@ -21,6 +21,8 @@ def _params(fields: dict[str, Any]) -> Any:
     fields["output_format"] = (
         pb.OUTPUT_FORMAT_GIF if fields.get("output_format") == "gif" else pb.OUTPUT_FORMAT_MP4
     )
+    if "cache_policy" in fields:
+        fields["cache_policy"] = pb.CachePolicy.Value(f"CACHE_POLICY_{fields['cache_policy'].upper()}")
     return pb.GenerationParams(**fields)
 
 

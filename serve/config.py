@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from serve.catalog import CATALOG, MemoryOptions
+from serve.catalog import CATALOG, NO_CACHE, CachePolicy, MemoryOptions, StepCache
 from serve.weights import TINY
 
 DEFAULT_GRPC_PORT = 50051
@@ -136,6 +136,11 @@ class ModelDeployment(BaseModel):
     name: str = Field(description="catalog name of the model")
     weights: str = Field(TINY, description='"tiny", "hub" (the local Hugging Face cache) or a directory')
     memory: MemoryOptions | None = Field(None, description="memory options; the catalog's when unset")
+    cache: StepCache | None = Field(
+        None,
+        description="step caching of requests that leave it unset; unset: the catalog's default for real "
+        "weights, off for tiny ones (their random weights make every step differ)",
+    )
     num_cpus: float = Field(1.0, ge=0, description="CPUs a replica reserves")
     num_gpus: float = Field(0.0, ge=0, description="GPUs a replica reserves (per rank when parallel)")
     max_ongoing_requests: int = Field(
@@ -184,6 +189,21 @@ class ModelDeployment(BaseModel):
         if name not in CATALOG:
             raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(CATALOG))}")
         return name
+
+    @model_validator(mode="after")
+    def _cache_supported(self) -> ModelDeployment:
+        allowed = CATALOG[self.name].cache_policies | {CachePolicy.OFF}
+        if self.cache is not None and self.cache.policy not in allowed:
+            raise ValueError(
+                f"cache.policy {self.cache.policy} is not one {self.name} supports: {sorted(allowed)}"
+            )
+        return self
+
+    def default_cache(self) -> StepCache:
+        """The step caching of a request that does not choose its own."""
+        if self.cache is not None:
+            return self.cache
+        return NO_CACHE if self.tiny else CATALOG[self.name].default_cache
 
     @property
     def deployment_name(self) -> str:

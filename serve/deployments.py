@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ray
@@ -70,6 +71,9 @@ class ModelServer:
         self.model = model
         self.tags = {"model": model.name}
         self.engine = _make_engine(model)
+        # Every generation of this replica runs in this one thread (the pipeline runs one at a time):
+        # CPU kernels keep per-thread state, and the same seed must give the same frames on any request.
+        self.generator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
         self.engine.load()
         self.results = ResultStore(results_dir)
         self.jobs = job_store(str(self.results.root / "jobs"), job_ttl_s, job_sweep_interval_s)
@@ -101,7 +105,7 @@ class ModelServer:
         """Generate in the executor; count the outcome. A cancelled caller stops it at the next step."""
         loop = asyncio.get_running_loop()
         observer = _Observer(self.model.name, on_progress)
-        future = loop.run_in_executor(None, self.engine.generate_video, request, observer, cancel)
+        future = loop.run_in_executor(self.generator, self.engine.generate_video, request, observer, cancel)
         try:
             video = await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -121,6 +125,12 @@ class ModelServer:
         self._count("succeeded")
         metrics().frames.inc(video.num_frames, tags=self.tags)
         metrics().video_seconds.inc(video.num_frames / request.fps, tags=self.tags)
+        skipped = video.transformer_forwards_skipped
+        metrics().transformer_forwards.inc(
+            video.transformer_forwards - skipped, tags={**self.tags, "outcome": "computed"}
+        )
+        if skipped:
+            metrics().transformer_forwards.inc(skipped, tags={**self.tags, "outcome": "skipped"})
         device = "cpu" if self.engine.device.type == "cpu" else str(self.engine.device)
         metrics().job_peak_memory.set(video.peak_memory_bytes, tags={**self.tags, "device": device})
         record_device_memory(self.model.name)

@@ -21,6 +21,7 @@ from serve.errors import Cancelled, InvalidArgument, ResourceExhausted, Videogen
 from serve.events import EncodedVideo, ProgressCallback, ProgressEvent, Stage
 from serve.families import get_family
 from serve.request import GenerationRequest
+from serve.step_cache import ForwardCounts, Reduce, step_cache
 from serve.weights import TINY, WeightsSource, resolve_weights
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,14 @@ log = logging.getLogger(__name__)
 # Encoding runs in its own thread: the encoder and torch each leave floating-point state (e.g.
 # flush-to-zero) in the threads they run in, which made the same seed give different bytes.
 _ENCODER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="video-encode")
+
+
+class FloatFrames(BaseModel):
+    """The pipeline's float frames in [0, 1] (no encoding) and its forwards: parity checks, benchmarks."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    frames: np.ndarray
+    forwards: ForwardCounts
 
 
 class GenerationOutput(BaseModel):
@@ -40,6 +49,7 @@ class GenerationOutput(BaseModel):
     inference_seconds: float
     steps_completed: int
     peak_memory_bytes: int
+    forwards: ForwardCounts
 
 
 def accelerator() -> torch.device | None:
@@ -148,6 +158,8 @@ class Engine:
         self.num_threads = num_threads
         self.pipe: Any = None
         self.source: WeightsSource | None = None
+        # Sums a step-cache measure over the ranks of a multi-GPU replica (parallel.worker sets it).
+        self.cache_reduce: Reduce | None = None
         self.load_seconds = 0.0
         self._lock = threading.Lock()
 
@@ -198,6 +210,19 @@ class Engine:
         kwargs["output_type"] = "np"
         return kwargs
 
+    def float_frames(self, request: GenerationRequest) -> FloatFrames:
+        """Run the request (its step caching too) and return the float frames, unencoded."""
+        if self.pipe is None:
+            self.load()
+        kwargs = self.pipeline_call_kwargs(request)
+        with (
+            self._lock,
+            step_cache(_denoiser(self.pipe), request.cache, self.cache_reduce) as forwards,
+            torch.inference_mode(),
+        ):
+            frames = np.asarray(self.pipe(**kwargs).frames[0], dtype=np.float32)
+        return FloatFrames(frames=frames, forwards=forwards)
+
     def generate(
         self,
         request: GenerationRequest,
@@ -242,7 +267,11 @@ class Engine:
         _peak_memory_reset(self.device)
         stopped: VideogenError | None = None
         try:
-            with step_hook(self.pipe, on_step), torch.inference_mode():
+            with (
+                step_hook(self.pipe, on_step),
+                step_cache(_denoiser(self.pipe), request.cache, self.cache_reduce) as forwards,
+                torch.inference_mode(),
+            ):
                 output = self.pipe(**kwargs)
         except Cancelled as exc:
             stopped = exc.with_traceback(None)
@@ -263,6 +292,7 @@ class Engine:
             inference_seconds=time.perf_counter() - start,
             steps_completed=steps_done,
             peak_memory_bytes=_peak_memory(self.device),
+            forwards=forwards,
         )
 
     def _release_memory(self) -> None:
@@ -299,4 +329,6 @@ class Engine:
             encode_seconds=encode_seconds,
             steps_completed=output.steps_completed,
             peak_memory_bytes=output.peak_memory_bytes,
+            transformer_forwards=output.forwards.forwards,
+            transformer_forwards_skipped=output.forwards.skipped,
         )

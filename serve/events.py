@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from serve.catalog import CachePolicy
 from serve.request import GenerationRequest
 
 
@@ -47,6 +48,8 @@ class EncodedVideo(BaseModel):
     encode_seconds: float
     steps_completed: int
     peak_memory_bytes: int
+    transformer_forwards: int = 0
+    transformer_forwards_skipped: int = Field(0, description="forwards the step cache cut to the first block")
 
 
 class StreamItem(BaseModel):
@@ -77,6 +80,10 @@ class GenerationSummary(BaseModel):
     inference_seconds: float
     encode_seconds: float
     total_seconds: float
+    transformer_forwards: int = 0
+    transformer_forwards_skipped: int = 0
+    cache_policy: CachePolicy = CachePolicy.OFF
+    cache_threshold: float = 0.0
 
     @classmethod
     def of(
@@ -98,4 +105,8 @@ class GenerationSummary(BaseModel):
             inference_seconds=video.inference_seconds,
             encode_seconds=video.encode_seconds,
             total_seconds=total_s,
+            transformer_forwards=video.transformer_forwards,
+            transformer_forwards_skipped=video.transformer_forwards_skipped,
+            cache_policy=request.cache.policy,
+            cache_threshold=request.cache.threshold if request.cache.policy is not CachePolicy.OFF else 0.0,
         )

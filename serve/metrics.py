@@ -117,6 +117,13 @@ VIDEO_SECONDS = MetricSpec(
     "Seconds of video generated (frames / fps).",
     ("model",),
 )
+TRANSFORMER_FORWARDS = MetricSpec(
+    "transformer_forwards_total",
+    Kind.COUNTER,
+    "Transformer (or UNet) forwards of successful generations, by outcome: computed (all blocks ran) or "
+    "skipped (the step cache ran only the first block). GPU time per clip follows computed.",
+    ("model", "outcome"),
+)
 GENERATIONS = MetricSpec(
     "generations_total",
     Kind.COUNTER,
@@ -155,6 +162,7 @@ SPECS: tuple[MetricSpec, ...] = (
     STEP_TIME,
     FRAMES,
     VIDEO_SECONDS,
+    TRANSFORMER_FORWARDS,
     GENERATIONS,
     JOBS,
     DEVICE_MEMORY,
@@ -189,6 +197,7 @@ class Metrics:
         self.step_time = _build(STEP_TIME)
         self.frames = _build(FRAMES)
         self.video_seconds = _build(VIDEO_SECONDS)
+        self.transformer_forwards = _build(TRANSFORMER_FORWARDS)
         self.generations = _build(GENERATIONS)
         self.jobs = _build(JOBS)
         self.device_memory = _build(DEVICE_MEMORY)

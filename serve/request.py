@@ -11,7 +11,17 @@ from enum import StrEnum
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve.catalog import FloatRange, IntRange, Knob, Limits, ModelSpec, Task
+from serve.catalog import (
+    NO_CACHE,
+    CachePolicy,
+    FloatRange,
+    IntRange,
+    Knob,
+    Limits,
+    ModelSpec,
+    StepCache,
+    Task,
+)
 from serve.errors import InvalidArgument
 
 MAX_PROMPT_CHARS = 2000
@@ -19,6 +29,7 @@ MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_IMAGE_PIXELS = 4096 * 4096
 IMAGE_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
 MAX_SEED = 2**63 - 1
+CACHE_THRESHOLD_RANGE = FloatRange(min=0.0, max=1.0)
 
 KNOB_RANGES: dict[Knob, IntRange | FloatRange] = {
     Knob.MOTION_BUCKET_ID: IntRange(min=1, max=255),
@@ -57,6 +68,8 @@ class RequestFields(BaseModel):
     noise_aug_strength: float | None = None
     decode_chunk_size: int | None = None
     true_cfg_scale: float | None = None
+    cache_policy: CachePolicy | None = None
+    cache_threshold: float | None = None
 
 
 class GenerationRequest(BaseModel):
@@ -79,6 +92,7 @@ class GenerationRequest(BaseModel):
     noise_aug_strength: float | None = None
     decode_chunk_size: int | None = None
     true_cfg_scale: float | None = None
+    cache: StepCache = NO_CACHE
 
     def load_image(self) -> Image.Image | None:
         """The conditioning image as RGB (already checked to decode when the request was built)."""
@@ -165,12 +179,34 @@ def _check_video_pixels(num_frames: int, height: int, width: int, budget: int | 
         )
 
 
+def _check_cache(spec: ModelSpec, fields: RequestFields, default: StepCache) -> StepCache:
+    allowed = [CachePolicy.OFF, *sorted(spec.cache_policies)]
+    policy = fields.cache_policy or default.policy
+    if policy not in allowed:
+        raise InvalidArgument(
+            "cache_policy",
+            f"{policy.value} is not accepted by model {spec.name!r}; it accepts: "
+            + ", ".join(p.value for p in allowed),
+        )
+    if fields.cache_threshold is None:
+        return StepCache(policy=policy, threshold=default.threshold)
+    if policy is CachePolicy.OFF:
+        raise InvalidArgument("cache_threshold", "applies to a step-cache policy, and this request's is off")
+    threshold = _checked_float("cache_threshold", fields.cache_threshold, 0.0, CACHE_THRESHOLD_RANGE)
+    return StepCache(policy=policy, threshold=threshold)
+
+
 def build_request(
-    spec: ModelSpec, limits: Limits, fields: RequestFields, max_video_pixels: int | None = None
+    spec: ModelSpec,
+    limits: Limits,
+    fields: RequestFields,
+    max_video_pixels: int | None = None,
+    default_cache: StepCache = NO_CACHE,
 ) -> GenerationRequest:
     """Apply the model's defaults to `fields` and check every value; raises InvalidArgument.
 
-    `max_video_pixels` bounds frames x height x width together, beyond each field's own range.
+    `max_video_pixels` bounds frames x height x width together, beyond each field's own range;
+    `default_cache` is the deployment's step caching for requests that choose none.
     """
     prompt = fields.prompt.strip()
     if len(fields.prompt) > MAX_PROMPT_CHARS:
@@ -223,4 +259,5 @@ def build_request(
         noise_aug_strength=_check_knob(spec, Knob.NOISE_AUG_STRENGTH, fields.noise_aug_strength),
         decode_chunk_size=None if decode_chunk_size is None else min(int(decode_chunk_size), num_frames),
         true_cfg_scale=_check_knob(spec, Knob.TRUE_CFG_SCALE, fields.true_cfg_scale),
+        cache=_check_cache(spec, fields, default_cache),
     )

@@ -160,6 +160,7 @@ class Router:
             spec.limits_for(deployment.tiny),
             wire.request_fields(params),
             max_video_pixels=deployment.video_pixel_budget(),
+            default_cache=deployment.default_cache(),
         )
 
     def _caller(self, grpc_context: Any) -> Caller:

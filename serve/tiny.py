@@ -249,7 +249,7 @@ def _cogvideox(model: str) -> CogVideoXPipeline | CogVideoXImageToVideoPipeline:
         out_channels=16,
         time_embed_dim=16,
         text_embed_dim=_TEXT_DIM,
-        num_layers=1,
+        num_layers=2,  # First-Block Cache needs a first block and at least one more
         sample_width=width // _LATENT_SCALE,
         sample_height=height // _LATENT_SCALE,
         sample_frames=frames,

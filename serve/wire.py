@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from serve.api import pb
-from serve.catalog import FloatRange, IntRange, ModelSpec, Task
+from serve.catalog import CachePolicy, FloatRange, IntRange, ModelSpec, Task
 from serve.config import ModelDeployment
 from serve.errors import InvalidArgument
 from serve.events import GenerationSummary, ProgressEvent, Stage
 from serve.jobs import JobRecord, JobState
-from serve.request import OutputFormat, RequestFields
+from serve.request import CACHE_THRESHOLD_RANGE, OutputFormat, RequestFields
 
 _TASKS = {Task.T2V: pb.TASK_T2V, Task.I2V: pb.TASK_I2V}
 _STAGES = {
@@ -37,12 +37,18 @@ _OUTPUT_FORMATS = {
 }
 
 
-def _output_format(value: int) -> OutputFormat:
+_CACHE_POLICIES = {CachePolicy.OFF: pb.CACHE_POLICY_OFF, CachePolicy.FIRST_BLOCK: pb.CACHE_POLICY_FIRST_BLOCK}
+# Unset (0) takes the deployment's default policy.
+_CACHE_POLICIES_IN = {pb.CACHE_POLICY_UNSPECIFIED: None} | {v: k for k, v in _CACHE_POLICIES.items()}
+
+
+def _enum(field: str, value: int, known: dict[int, Any], enum: Any) -> Any:
+    """`known[value]`; a number the API does not define is INVALID_ARGUMENT naming the field."""
     try:
-        return _OUTPUT_FORMATS[value]
+        return known[value]
     except KeyError:
-        names = ", ".join(f"{pb.OutputFormat.Name(v)} ({v})" for v in _OUTPUT_FORMATS)
-        raise InvalidArgument("output_format", f"{value} is not one of {names}") from None
+        names = ", ".join(f"{enum.Name(v)} ({v})" for v in known)
+        raise InvalidArgument(field, f"{value} is not one of {names}") from None
 
 
 def _optional(message: Any, field: str) -> Any:
@@ -63,11 +69,13 @@ def request_fields(params: pb.GenerationParams) -> RequestFields:
         num_inference_steps=params.num_inference_steps or None,
         guidance_scale=_optional(params, "guidance_scale"),
         seed=_optional(params, "seed"),
-        output_format=_output_format(params.output_format),
+        output_format=_enum("output_format", params.output_format, _OUTPUT_FORMATS, pb.OutputFormat),
         motion_bucket_id=_optional(params, "motion_bucket_id"),
         noise_aug_strength=_optional(params, "noise_aug_strength"),
         decode_chunk_size=_optional(params, "decode_chunk_size"),
         true_cfg_scale=_optional(params, "true_cfg_scale"),
+        cache_policy=_enum("cache_policy", params.cache_policy, _CACHE_POLICIES_IN, pb.CachePolicy),
+        cache_threshold=_optional(params, "cache_threshold"),
     )
 
 
@@ -103,6 +111,10 @@ def model_info(spec: ModelSpec, deployment: ModelDeployment, cold_start_s: float
         gpus_per_replica=int(
             deployment.num_gpus * (deployment.parallel.world_size if deployment.parallel else 1)
         ),
+        cache_policies=[_CACHE_POLICIES[policy] for policy in sorted(spec.cache_policies)],
+        default_cache_policy=_CACHE_POLICIES[deployment.default_cache().policy],
+        default_cache_threshold=deployment.default_cache().threshold,
+        cache_threshold=_float_range(CACHE_THRESHOLD_RANGE),
     )
 
 
@@ -116,7 +128,9 @@ def progress(event: ProgressEvent) -> pb.Progress:
 
 
 def summary(data: GenerationSummary) -> pb.GenerationSummary:
-    return pb.GenerationSummary(**data.model_dump())
+    fields = data.model_dump()
+    fields["cache_policy"] = _CACHE_POLICIES[data.cache_policy]
+    return pb.GenerationSummary(**fields)
 
 
 def job(record: JobRecord) -> pb.Job:

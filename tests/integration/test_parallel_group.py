@@ -17,7 +17,7 @@ import ray
 import torch
 
 from parallel.group import RANK_NAMESPACE, GroupTimeouts, ParallelEngine
-from serve.catalog import MemoryOptions, get_spec
+from serve.catalog import CachePolicy, MemoryOptions, get_spec
 from serve.config import ParallelOptions
 from serve.engine import Engine
 from serve.errors import Cancelled, InvalidArgument, Unavailable
@@ -80,7 +80,7 @@ def rank_actor_names() -> set[str]:
 
 
 def test_ulysses_2_frames_match_a_single_process(ulysses, single_process):
-    frames = ulysses.frames(request())
+    frames = ulysses.frames(request()).frames
     assert np.abs(frames - reference_frames(single_process)).max() <= 1e-4
 
 
@@ -94,10 +94,33 @@ def test_ring_2_and_cfg_2_frames_match_a_single_process(
 ):
     engine = start(weights, **degrees)
     try:
-        frames = engine.frames(request(**fields))
+        frames = engine.frames(request(**fields)).frames
     finally:
         engine.shutdown()
     assert np.abs(frames - reference_frames(single_process, **fields)).max() <= 1e-4
+
+
+# A First-Block Cache threshold at which the tiny random-weight model skips some steps but not all.
+CACHED = {"num_inference_steps": 20, "cache_policy": CachePolicy.FIRST_BLOCK, "cache_threshold": 0.3}
+
+
+def test_step_cache_decisions_agree_across_ranks_and_match_a_single_process(ulysses, single_process):
+    parallel = ulysses.frames(request(**CACHED))
+    single = single_process.float_frames(request(**CACHED))
+
+    assert 0 < parallel.forwards.skipped < parallel.forwards.forwards
+    # The measure is summed over both ranks' shards: the decisions equal those of all tokens in one process.
+    assert parallel.forwards.decisions == single.forwards.decisions
+    assert np.abs(parallel.frames - single.frames).max() <= 1e-4
+
+
+def test_step_cache_threshold_0_equals_the_uncached_run(ulysses):
+    uncached = ulysses.frames(request(num_inference_steps=6))
+    never_skips = ulysses.frames(
+        request(num_inference_steps=6, cache_policy=CachePolicy.FIRST_BLOCK, cache_threshold=0.0)
+    )
+    assert never_skips.forwards.skipped == 0 and never_skips.forwards.forwards == 6
+    assert np.array_equal(uncached.frames, never_skips.frames)
 
 
 def test_rank_0_streams_every_step_then_returns_a_valid_mp4(ulysses):

@@ -93,3 +93,12 @@ def test_autoscaling_options_are_valid_for_serve_including_scale_to_zero() -> No
     serve_config = AutoscalingConfig(**model_deployment_options(config.models[0])["autoscaling_config"])
     assert serve_config.min_replicas == 0 and serve_config.downscale_to_zero_delay_s == 120.0
     assert serve_config.target_ongoing_requests == 1.0 and serve_config.downscale_delay_s == 600.0
+
+
+def test_a_step_cache_policy_the_model_lacks_is_refused_and_tiny_weights_default_to_none():
+    with pytest.raises(ValidationError, match=r"cache\.policy first_block is not one svd supports"):
+        AppConfig.model_validate({"models": [{"name": "svd", "cache": {"policy": "first_block"}}]})
+    app = AppConfig.model_validate({"models": [{"name": "hunyuanvideo"}]})
+    assert app.models[0].default_cache().policy == "off"  # tiny: random weights, every step differs
+    real = AppConfig.model_validate({"models": [{"name": "hunyuanvideo", "weights": "hub"}]}).models[0]
+    assert real.default_cache().policy == "first_block" and real.default_cache().threshold == 0.06

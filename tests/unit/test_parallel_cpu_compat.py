@@ -46,7 +46,7 @@ try:
     fields = RequestFields(model=spec.name, prompt="a red fox", seed=3)
     frames = worker.frames(build_request(spec, spec.tiny_limits, fields))
     if frames is not None:
-        np.save(args["out"], frames)
+        np.save(args["out"], frames.frames)
 except BaseException:
     traceback.print_exc()
     sys.stderr.flush()

@@ -87,3 +87,54 @@ def test_every_catalog_default_is_inside_its_own_limits():
             assert limits.height.contains(limits.default_height), spec.name
             assert limits.width.contains(limits.default_width), spec.name
             assert limits.guidance_scale.contains(limits.default_guidance_scale), spec.name
+
+
+def test_step_cache_defaults_to_the_deployments_and_a_request_may_choose_its_own():
+    from serve.catalog import CachePolicy, StepCache
+
+    spec = get_spec("hunyuanvideo")
+    default = StepCache(policy=CachePolicy.FIRST_BLOCK, threshold=0.06)
+    plain = build_request(
+        spec, spec.limits, RequestFields(model="hunyuanvideo", prompt="fox"), default_cache=default
+    )
+    tuned = build_request(
+        spec,
+        spec.limits,
+        RequestFields(model="hunyuanvideo", prompt="fox", cache_threshold=0.2),
+        default_cache=default,
+    )
+    off = build_request(
+        spec, spec.limits, RequestFields(model="hunyuanvideo", prompt="fox", cache_policy="off")
+    )
+    assert plain.cache == default and tuned.cache.threshold == 0.2 and off.cache.policy is CachePolicy.OFF
+
+
+@pytest.mark.parametrize(
+    ("model", "fields", "field", "message"),
+    [
+        (
+            "svd",
+            {"cache_policy": "first_block"},
+            "cache_policy",
+            "first_block is not accepted by model 'svd'",
+        ),
+        (
+            "hunyuanvideo",
+            {"cache_policy": "first_block", "cache_threshold": 1.5},
+            "cache_threshold",
+            "[0, 1]",
+        ),
+        (
+            "hunyuanvideo",
+            {"cache_policy": "first_block", "cache_threshold": float("nan")},
+            "cache_threshold",
+            "finite",
+        ),
+        ("hunyuanvideo", {"cache_threshold": 0.1}, "cache_threshold", "this request's is off"),
+    ],
+)
+def test_step_cache_fields_are_checked_naming_the_field(model, fields, field, message):
+    image = {"image": png()} if model == "svd" else {"prompt": "fox"}
+    with pytest.raises(InvalidArgument) as error:
+        build(model, tiny=True, **image, **fields)
+    assert error.value.field == field and message in error.value.detail
