@@ -117,8 +117,14 @@ class RankActor:
 
     def info(self) -> dict[str, Any]:
         """What this rank runs on: its device and the memory options its engine applied."""
-        engine = self.worker.engine
-        return {"device": str(engine.device), "memory": engine.memory, "fp8": self.worker.fp8_report}
+        engine, last = self.worker.engine, self.worker.last_output
+        return {
+            "device": str(engine.device),
+            "memory": engine.memory,
+            "fp8": self.worker.fp8_report,
+            "prompt_encodes": self.worker.prompt_encodes,
+            "last_stages": None if last is None else last.stages,
+        }
 
     def progress(self, token: str, since: int, final: bool = False) -> list[ProgressEvent]:
         """Rank 0's progress events of request `token` from index `since` on (`final`: then forget them)."""

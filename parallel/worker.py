@@ -13,6 +13,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -175,6 +176,8 @@ class RankWorker:
         self._control: Any = None
         self.fp8_report: ParameterBytes | None = None
         self.load_seconds = 0.0
+        self.prompt_encodes = 0  # prompts this rank encoded itself (rank 0 only: the others receive them)
+        self.last_output: Any = None  # a rank other than 0: its last GenerationOutput (no frames)
 
     def setup(self) -> float:
         """Join the process group, load the pipeline and build xDiT's runtime; returns the seconds it took."""
@@ -263,15 +266,45 @@ class RankWorker:
         """Run one request with the other ranks; rank 0 returns the encoded video, the others None."""
         self._prepare(request)
         collective = CollectiveCancel(cancel, self._control)
-        if self.rank == 0:
-            return self.engine.generate_video(request, on_progress, collective)  # type: ignore[arg-type]
-        self.engine.generate(request, None, collective)  # type: ignore[arg-type]
-        return None
+        with self._prompt_from_rank_0():
+            if self.rank == 0:
+                return self.engine.generate_video(request, on_progress, collective)  # type: ignore[arg-type]
+            # Only rank 0's frames are used: the others stop at the latents (no VAE decode, no video).
+            self.last_output = self.engine.generate(request, None, collective, decode=False)  # type: ignore[arg-type]
+            return None
+
+    @contextlib.contextmanager
+    def _prompt_from_rank_0(self) -> Iterator[None]:
+        """One text encode per request: rank 0 encodes the prompt, the other ranks receive its embeddings.
+
+        Every rank runs the same pipeline code for the same request, so `encode_prompt` is called at the
+        same points (the prompt, then the negative one under true CFG) on all of them.
+        """
+        pipe = self.engine.pipe
+        encode = pipe.encode_prompt
+
+        def shared(*args: Any, **kwargs: Any) -> Any:
+            message: list[Any] = [None]
+            if self.rank == 0:
+                self.prompt_encodes += 1
+                message[0] = tuple(
+                    t.cpu() if isinstance(t, torch.Tensor) else t for t in encode(*args, **kwargs)
+                )
+            dist.broadcast_object_list(message, src=0, group=self._control)
+            device = self.engine.device
+            return tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in message[0])
+
+        pipe.encode_prompt = shared
+        try:
+            yield
+        finally:
+            del pipe.encode_prompt  # the class's method shows through again
 
     def frames(self, request: GenerationRequest) -> FloatFrames | None:
         """The pipeline's float frames in [0, 1] and forwards (no progress, no encoding): rank 0's."""
         self._prepare(request)
-        frames = self.engine.float_frames(request)
+        with self._prompt_from_rank_0():
+            frames = self.engine.float_frames(request)
         return frames if self.rank == 0 else None
 
     def shutdown(self) -> None:

@@ -125,6 +125,13 @@ class ModelServer:
         self._count("succeeded")
         metrics().frames.inc(video.num_frames, tags=self.tags)
         metrics().video_seconds.inc(video.num_frames / request.fps, tags=self.tags)
+        for stage, seconds in (
+            ("text_encode", video.text_encode_seconds),
+            ("denoise", video.denoise_seconds),
+            ("vae_decode", video.vae_decode_seconds),
+            ("video_encode", video.encode_seconds),
+        ):
+            metrics().stage_time.observe(seconds, tags={**self.tags, "stage": stage})
         skipped = video.transformer_forwards_skipped
         metrics().transformer_forwards.inc(
             video.transformer_forwards - skipped, tags={**self.tags, "outcome": "computed"}

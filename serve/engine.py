@@ -21,6 +21,7 @@ from serve.errors import Cancelled, InvalidArgument, ResourceExhausted, Videogen
 from serve.events import EncodedVideo, ProgressCallback, ProgressEvent, Stage
 from serve.families import get_family
 from serve.request import GenerationRequest
+from serve.stage_timing import StageSeconds, stage_clock
 from serve.step_cache import ForwardCounts, Reduce, step_cache
 from serve.weights import TINY, WeightsSource, resolve_weights
 
@@ -50,6 +51,7 @@ class GenerationOutput(BaseModel):
     steps_completed: int
     peak_memory_bytes: int
     forwards: ForwardCounts
+    stages: StageSeconds
 
 
 def accelerator() -> torch.device | None:
@@ -228,15 +230,23 @@ class Engine:
         request: GenerationRequest,
         on_progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
+        decode: bool = True,
     ) -> GenerationOutput:
-        """Run the pipeline; reports every step and stops at the next step once `cancel` is set."""
+        """Run the pipeline; reports every step and stops at the next step once `cancel` is set.
+
+        `decode=False` stops at the latents (no VAE decode, no frames): a rank whose frames nobody uses.
+        """
         if self.pipe is None:
             self.load()
         with self._lock:
-            return self._generate_locked(request, on_progress or (lambda event: None), cancel)
+            return self._generate_locked(request, on_progress or (lambda event: None), cancel, decode)
 
     def _generate_locked(
-        self, request: GenerationRequest, on_progress: ProgressCallback, cancel: threading.Event | None
+        self,
+        request: GenerationRequest,
+        on_progress: ProgressCallback,
+        cancel: threading.Event | None,
+        decode: bool = True,
     ) -> GenerationOutput:
         start = time.perf_counter()
         steps_done = 0
@@ -259,10 +269,12 @@ class Engine:
             raise Cancelled("cancelled before it started")
         on_progress(ProgressEvent(stage=Stage.PREPARING, total_steps=request.num_inference_steps))
         kwargs = self.pipeline_call_kwargs(request)
+        if not decode:
+            kwargs["output_type"] = "latent"
         if self.num_threads is not None:
             torch.set_num_threads(self.num_threads)
-        # Some pipelines draw from the global RNG as well (I2VGen-XL samples its image latents
-        # without the generator): seed it too, so the same seed always gives the same frames.
+        # A pipeline may draw from the global RNG as well (I2VGen-XL did, see serve/families/i2vgenxl.py):
+        # seed it too, so that within one process the same seed gives the same frames.
         torch.manual_seed(request.seed)
         _peak_memory_reset(self.device)
         stopped: VideogenError | None = None
@@ -270,6 +282,7 @@ class Engine:
             with (
                 step_hook(self.pipe, on_step),
                 step_cache(_denoiser(self.pipe), request.cache, self.cache_reduce) as forwards,
+                stage_clock(self.pipe) as stages,
                 torch.inference_mode(),
             ):
                 output = self.pipe(**kwargs)
@@ -285,7 +298,7 @@ class Engine:
             kwargs.clear()
             self._release_memory()
             raise stopped
-        frames = video.to_uint8(np.asarray(output.frames[0]))
+        frames = video.to_uint8(np.asarray(output.frames[0])) if decode else np.zeros((0, 0, 0, 3), np.uint8)
         return GenerationOutput(
             frames=frames,
             seed=request.seed,
@@ -293,6 +306,7 @@ class Engine:
             steps_completed=steps_done,
             peak_memory_bytes=_peak_memory(self.device),
             forwards=forwards,
+            stages=stages,
         )
 
     def _release_memory(self) -> None:
@@ -331,4 +345,6 @@ class Engine:
             peak_memory_bytes=output.peak_memory_bytes,
             transformer_forwards=output.forwards.forwards,
             transformer_forwards_skipped=output.forwards.skipped,
+            text_encode_seconds=output.stages.text_encode,
+            vae_decode_seconds=output.stages.vae_decode,
         )

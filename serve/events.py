@@ -50,6 +50,14 @@ class EncodedVideo(BaseModel):
     peak_memory_bytes: int
     transformer_forwards: int = 0
     transformer_forwards_skipped: int = Field(0, description="forwards the step cache cut to the first block")
+    text_encode_seconds: float = Field(0.0, description="in the text (and image) encoders")
+    vae_decode_seconds: float = Field(
+        0.0, description="in the VAE decode; the rest of inference is denoising"
+    )
+
+    @property
+    def denoise_seconds(self) -> float:
+        return max(0.0, self.inference_seconds - self.text_encode_seconds - self.vae_decode_seconds)
 
 
 class StreamItem(BaseModel):
@@ -84,6 +92,9 @@ class GenerationSummary(BaseModel):
     transformer_forwards_skipped: int = 0
     cache_policy: CachePolicy = CachePolicy.OFF
     cache_threshold: float = 0.0
+    text_encode_seconds: float = 0.0
+    denoise_seconds: float = 0.0
+    vae_decode_seconds: float = 0.0
 
     @classmethod
     def of(
@@ -107,6 +118,9 @@ class GenerationSummary(BaseModel):
             total_seconds=total_s,
             transformer_forwards=video.transformer_forwards,
             transformer_forwards_skipped=video.transformer_forwards_skipped,
+            text_encode_seconds=video.text_encode_seconds,
+            denoise_seconds=video.denoise_seconds,
+            vae_decode_seconds=video.vae_decode_seconds,
             cache_policy=request.cache.policy,
             cache_threshold=request.cache.threshold if request.cache.policy is not CachePolicy.OFF else 0.0,
         )

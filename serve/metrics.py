@@ -105,6 +105,13 @@ STEP_TIME = MetricSpec(
     ("model",),
     STEP_BUCKETS_S,
 )
+STAGE_TIME = MetricSpec(
+    "stage_seconds",
+    Kind.HISTOGRAM,
+    "Seconds of one successful generation by stage: text_encode, denoise, vae_decode, video_encode.",
+    ("model", "stage"),
+    LATENCY_BUCKETS_S,
+)
 FRAMES = MetricSpec(
     "frames_generated_total",
     Kind.COUNTER,
@@ -160,6 +167,7 @@ SPECS: tuple[MetricSpec, ...] = (
     MODEL_LOAD,
     COLD_START,
     STEP_TIME,
+    STAGE_TIME,
     FRAMES,
     VIDEO_SECONDS,
     TRANSFORMER_FORWARDS,
@@ -195,6 +203,7 @@ class Metrics:
         self.model_load = _build(MODEL_LOAD)
         self.cold_start = _build(COLD_START)
         self.step_time = _build(STEP_TIME)
+        self.stage_time = _build(STAGE_TIME)
         self.frames = _build(FRAMES)
         self.video_seconds = _build(VIDEO_SECONDS)
         self.transformer_forwards = _build(TRANSFORMER_FORWARDS)

@@ -123,6 +123,17 @@ def test_step_cache_threshold_0_equals_the_uncached_run(ulysses):
     assert np.array_equal(uncached.frames, never_skips.frames)
 
 
+def test_only_rank_0_encodes_the_prompt_and_decodes_the_video(ulysses):
+    before = [ray.get(rank.info.remote())["prompt_encodes"] for rank in ulysses.ranks]
+    ulysses.generate_video(request(num_inference_steps=2))
+    ulysses.generate_video(request(num_inference_steps=2, **TRUE_CFG))  # prompt and negative prompt
+    after = [ray.get(rank.info.remote()) for rank in ulysses.ranks]
+
+    assert [info["prompt_encodes"] - was for info, was in zip(after, before, strict=True)] == [3, 0]
+    # Rank 1 stopped at the latents: no VAE decode (and no video encode: it returns no video).
+    assert after[1]["last_stages"].vae_decode == 0 and after[1]["last_stages"].text_encode == 0
+
+
 def test_rank_0_streams_every_step_then_returns_a_valid_mp4(ulysses):
     events: list[ProgressEvent] = []
     video = ulysses.generate_video(request(num_inference_steps=3), events.append)

@@ -128,3 +128,14 @@ def test_fp8_storage_and_fp8_gemms_exclude_each_other():
 
     with pytest.raises(ValidationError, match="exclude each other"):
         MemoryOptions(fp8_weights=True, fp8_gemms=True)
+
+
+@pytest.mark.parametrize("model", sorted(CATALOG))
+def test_stage_seconds_split_the_inference_time(model):
+    video = engine_for(model).generate_video(tiny_request(model))
+
+    assert video.text_encode_seconds > 0 and video.vae_decode_seconds > 0 and video.denoise_seconds > 0
+    assert video.text_encode_seconds + video.vae_decode_seconds + video.denoise_seconds == pytest.approx(
+        video.inference_seconds
+    )
+    assert "decode" not in vars(engine_for(model).pipe.vae)  # the timing wrapper is gone again
