@@ -123,6 +123,11 @@ class RankActor:
             "memory": engine.memory,
             "fp8": self.worker.fp8_report,
             "prompt_encodes": self.worker.prompt_encodes,
+            "text_encoders": sorted(
+                name
+                for name, module in engine.pipe.components.items()
+                if name.startswith("text_encoder") and module is not None
+            ),
             "last_stages": None if last is None else last.stages,
         }
 

@@ -64,21 +64,38 @@ def _sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
 
 
 class _XDiTFamily:
-    """The model family's loading, with the transformer built as xDiT's parallel wrapper."""
+    """The model family's loading, with the transformer built as xDiT's parallel wrapper.
 
-    def __init__(self, family: Any, transformer_cls: type) -> None:
+    `without_text_encoders`: leave the text encoders out (a rank that receives rank 0's embeddings):
+    HunyuanVideo's Llama encoder alone is 16 GB in bf16 that such a rank never uses.
+    """
+
+    def __init__(self, family: Any, transformer_cls: type, without_text_encoders: bool = False) -> None:
         self.family = family
         self.transformer_cls = transformer_cls
+        self.without_text_encoders = without_text_encoders
 
     def load_pipeline(self, pipeline_cls: type, source: Any, load_kwargs: dict[str, Any]) -> Any:
         transformer = self.transformer_cls.from_pretrained(
             str(source.path), subfolder="transformer", torch_dtype=load_kwargs.get("torch_dtype")
         )
         transformer.install_xdit_attention_processors()
-        return self.family.load_pipeline(pipeline_cls, source, {**load_kwargs, "transformer": transformer})
+        kwargs = {**load_kwargs, "transformer": transformer}
+        if self.without_text_encoders:
+            kwargs |= {name: None for name in text_encoder_names(source.path)}
+        return self.family.load_pipeline(pipeline_cls, source, kwargs)
 
     def pipeline_kwargs(self, request: GenerationRequest, image: Any) -> dict[str, Any]:
         return self.family.pipeline_kwargs(request, image)
+
+
+def text_encoder_names(checkpoint: Any) -> list[str]:
+    """The text-encoder components of a diffusers checkpoint directory (`text_encoder`, `text_encoder_2`)."""
+    import json
+    from pathlib import Path
+
+    index = json.loads((Path(checkpoint) / "model_index.json").read_text())
+    return sorted(name for name in index if name.startswith("text_encoder"))
 
 
 def _transformer_class(cfg_degree: int) -> type:
@@ -184,7 +201,11 @@ class RankWorker:
         start = time.perf_counter()
         cpu_compat.apply()
         self._init_distributed()
-        self.engine.family = _XDiTFamily(self.engine.family, _transformer_class(self.parallel.cfg_degree))
+        self.engine.family = _XDiTFamily(
+            self.engine.family,
+            _transformer_class(self.parallel.cfg_degree),
+            without_text_encoders=self.rank != 0,
+        )
         self.engine.load()
         if self.engine.memory.fp8_weights:
             self.fp8_report = parameter_bytes(self.engine.pipe.transformer, self.engine.dtype)

@@ -132,6 +132,8 @@ def test_only_rank_0_encodes_the_prompt_and_decodes_the_video(ulysses):
     assert [info["prompt_encodes"] - was for info, was in zip(after, before, strict=True)] == [3, 0]
     # Rank 1 stopped at the latents: no VAE decode (and no video encode: it returns no video).
     assert after[1]["last_stages"].vae_decode == 0 and after[1]["last_stages"].text_encode == 0
+    # ...and rank 1 never loaded the text encoders it would not use.
+    assert after[0]["text_encoders"] == ["text_encoder", "text_encoder_2"] and after[1]["text_encoders"] == []
 
 
 def test_rank_0_streams_every_step_then_returns_a_valid_mp4(ulysses):
