@@ -54,6 +54,5 @@ def test_serve_comes_up_answers_the_client_and_stops_on_ctrl_c(tmp_path):
         assert "%|" not in refused.stderr  # tqdm draws `name:   0%|...`
     finally:
         code = server.stop()
-        server.kill_group()
     assert code == 0, server.log()[-3000:]
     assert "videogen: shutting down" in server.log()
