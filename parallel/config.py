@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from parallel.vae import min_latent_rows
 from serve.config import ParallelOptions
 from serve.errors import InvalidArgument
 from serve.request import GenerationRequest
@@ -133,9 +134,37 @@ def validate_request(
             f"which do not split evenly over ulysses x ring = {sequence} ranks; pick a size whose token "
             f"count is a multiple of {sequence}",
         )
+    latent_rows = request.height // geometry.spatial_compression
+    if options.parallel_vae and options.world_size > 1 and latent_rows < min_latent_rows(options.world_size):
+        raise InvalidArgument(
+            "height",
+            f"height {request.height} gives {latent_rows} latent rows, fewer than the "
+            f"{min_latent_rows(options.world_size)} the VAE decode split over {options.world_size} ranks "
+            f"needs (parallel_vae); use a height of at least "
+            f"{min_latent_rows(options.world_size) * geometry.spatial_compression}",
+        )
     if options.cfg_degree == 2 and not uses_true_cfg(request):
         raise InvalidArgument(
             "true_cfg_scale",
             "this deployment splits the true-CFG branches over rank groups (cfg_degree=2): requests need "
             "true_cfg_scale > 1 and a negative_prompt",
         )
+
+
+# A ring-capable kernel that every CUDA build of torch has (cuDNN's fused attention returns the log-sum-exp).
+RING_DEFAULT_BACKEND = "cudnn"
+
+
+def attention_backend(options: ParallelOptions, on_gpu: bool) -> str | None:
+    """The `attention_backend` to give xfuser: None lets it pick (never with ring > 1 on a GPU).
+
+    On the CPU only the CPU flash kernel works (parallel.cpu_compat). On a GPU the configured one; unset
+    with ring attention, cuDNN, since xfuser's own first pick (FA4 where installed) refuses ring.
+    """
+    if not on_gpu:
+        from parallel.cpu_compat import CPU_ATTENTION_BACKEND
+
+        return CPU_ATTENTION_BACKEND
+    if options.attention_backend is not None:
+        return options.attention_backend.upper()
+    return RING_DEFAULT_BACKEND.upper() if options.ring_degree > 1 else None

@@ -15,7 +15,8 @@ xfuser reads its environment at import time (module-level constants, a version l
   `yunchang.globals.PROCESS_GROUP`, which `initialize_model_parallel` fills in.
 - ``cpu_flash_sdpa``: ring attention needs a backend returning the log-sum-exp; the SDPA backends are
   refused for ring or CUDA-only. `aten._scaled_dot_product_flash_attention_for_cpu` returns it and is
-  registered as the SDPA_FLASH backend, which the worker selects on the CPU (`attention_backend()`).
+  registered as the SDPA_FLASH backend, which the worker selects on the CPU
+  (`parallel.config.attention_backend`).
 """
 
 from __future__ import annotations
@@ -56,11 +57,6 @@ _applied: frozenset[str] | None = None
 def needed() -> bool:
     """True where no accelerator is present, the only case xfuser needs adjusting."""
     return not torch.cuda.is_available()
-
-
-def attention_backend() -> str | None:
-    """The attention backend to ask xfuser for: the CPU flash kernel on the CPU, else xfuser's own pick."""
-    return CPU_ATTENTION_BACKEND if needed() else None
 
 
 def applied() -> frozenset[str]:

@@ -123,6 +123,9 @@ class RankActor:
             "memory": engine.memory,
             "fp8": self.worker.fp8_report,
             "prompt_encodes": self.worker.prompt_encodes,
+            "videos_encoded": self.worker.videos_encoded,
+            "vae_split": self.worker.vae_split,
+            "attention_backend": self.worker.attention_backend_used,
             "text_encoders": sorted(
                 name
                 for name, module in engine.pipe.components.items()

@@ -21,8 +21,9 @@ import torch
 import torch.distributed as dist
 
 from parallel import cpu_compat
-from parallel.config import TransformerGeometry, validate, validate_request
+from parallel.config import TransformerGeometry, attention_backend, validate, validate_request
 from parallel.fp8 import ParameterBytes, parameter_bytes
+from parallel.vae import VaeSplit, split_vae_decode
 from serve.catalog import MemoryOptions, ModelSpec
 from serve.config import ParallelOptions
 from serve.engine import Engine, FloatFrames
@@ -194,6 +195,10 @@ class RankWorker:
         self.fp8_report: ParameterBytes | None = None
         self.load_seconds = 0.0
         self.prompt_encodes = 0  # prompts this rank encoded itself (rank 0 only: the others receive them)
+        self.videos_encoded = 0  # videos this rank encoded (rank 0 only)
+        self.attention_backend = attention_backend(parallel, on_gpu=torch.cuda.is_available())
+        self.attention_backend_used = ""  # xfuser's choice, once its runtime is up
+        self.vae_split = VaeSplit.NONE
         self.last_output: Any = None  # a rank other than 0: its last GenerationOutput (no frames)
 
     def setup(self) -> float:
@@ -214,6 +219,9 @@ class RankWorker:
         self.geometry = TransformerGeometry.from_checkpoint(self.engine.source.path)
         validate(self.parallel, self.geometry, self.world_size, true_cfg=self.parallel.cfg_degree == 2)
         self._init_xdit_runtime()
+        if self.parallel.parallel_vae and self.world_size > 1:
+            vae_group = dist.new_group(ranks=list(range(self.world_size)), timeout=self.timeout)
+            self.vae_split = split_vae_decode(self.engine.pipe.vae, vae_group, self.rank, self.world_size)
         # Step-cache decisions are taken from measures summed over every rank of the replica.
         self.engine.cache_reduce = _sum_over_ranks
         self.load_seconds = time.perf_counter() - start
@@ -246,17 +254,18 @@ class RankWorker:
 
     def _init_xdit_runtime(self) -> None:
         from xfuser import xFuserArgs
-        from xfuser.core.distributed import initialize_runtime_state
+        from xfuser.core.distributed import get_runtime_state, initialize_runtime_state
 
         args = xFuserArgs(
             model=str(self.engine.source.path if self.engine.source else ""),
             ulysses_degree=self.parallel.ulysses_degree,
             ring_degree=self.parallel.ring_degree,
             use_cfg_parallel=self.parallel.cfg_degree == 2,
-            attention_backend=cpu_compat.attention_backend(),
+            attention_backend=self.attention_backend,
         )
         engine_config, _ = args.create_config()
         initialize_runtime_state(self.engine.pipe, engine_config)
+        self.attention_backend_used = get_runtime_state().attention_backend.name
         # Control messages (cancel) on their own CPU group, off the accelerator's streams.
         self._control = dist.new_group(backend="gloo", timeout=self.timeout)
         self._apply_timeout_to_all_groups()
@@ -289,9 +298,18 @@ class RankWorker:
         collective = CollectiveCancel(cancel, self._control)
         with self._prompt_from_rank_0():
             if self.rank == 0:
-                return self.engine.generate_video(request, on_progress, collective)  # type: ignore[arg-type]
-            # Only rank 0's frames are used: the others stop at the latents (no VAE decode, no video).
-            self.last_output = self.engine.generate(request, None, collective, decode=False)  # type: ignore[arg-type]
+                video = self.engine.generate_video(request, on_progress, collective)  # type: ignore[arg-type]
+                self.videos_encoded += 1
+                return video
+            # Only rank 0's frames are used: the others decode their share of the VAE (or, without a
+            # split decode, stop at the latents) and do no post-processing and no video encoding.
+            self.last_output = self.engine.generate(
+                request,
+                None,
+                collective,  # type: ignore[arg-type]
+                decode=self.vae_split is not VaeSplit.NONE,
+                postprocess=False,
+            )
             return None
 
     @contextlib.contextmanager

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -118,12 +118,42 @@ class AutoscalingOptions(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
+# xfuser 0.7's attention backends for NVIDIA GPUs (`AttentionBackendType` member names, lower case).
+AttentionBackend = Literal[
+    "sdpa", "sdpa_math", "sdpa_efficient", "sdpa_flash", "cudnn", "flash", "flash_3", "flash_3_fp8", "flash_4"
+]
+# Ring attention merges the ranks' partial results by their log-sum-exp; xfuser 0.7 refuses to start
+# ring_degree > 1 with these, which do not return it (runtime_state's compatibility check).
+RING_INCAPABLE_BACKENDS: frozenset[str] = frozenset({"sdpa", "sdpa_math", "flash_4"})
+
+
 class ParallelOptions(BaseModel):
     """Sequence parallelism of one replica (HunyuanVideo); world size is the product of degrees."""
 
     ulysses_degree: int = Field(1, ge=1, description="Ulysses (all-to-all over heads) degree")
     ring_degree: int = Field(1, ge=1, description="ring attention degree")
     cfg_degree: int = Field(1, ge=1, le=2, description="2 runs the CFG branches on separate ranks")
+    attention_backend: AttentionBackend | None = Field(
+        None,
+        description="xfuser's attention kernel on GPUs; unset: xfuser's pick (FA4, FA3, cuDNN, in that order "
+        "of what is installed), which with ring_degree > 1 must be one that returns the log-sum-exp. On the "
+        "CPU the ranks always use the CPU flash kernel",
+    )
+    parallel_vae: bool = Field(
+        True,
+        description="decode the VAE across the ranks (DistVAE: bands of rows, or whole tiles when VAE tiling "
+        "is on); off: rank 0 decodes alone",
+    )
+
+    @model_validator(mode="after")
+    def _backend_fits_ring(self) -> ParallelOptions:
+        if self.ring_degree > 1 and self.attention_backend in RING_INCAPABLE_BACKENDS:
+            capable = ", ".join(b for b in get_args(AttentionBackend) if b not in RING_INCAPABLE_BACKENDS)
+            raise ValueError(
+                f"attention_backend {self.attention_backend!r} cannot run ring_degree={self.ring_degree} "
+                f"(ring attention needs the log-sum-exp it does not return); use one of: {capable}"
+            )
+        return self
 
     @property
     def world_size(self) -> int:

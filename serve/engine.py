@@ -119,6 +119,17 @@ def step_hook(pipe: Any, on_step: Callable[[int, int], None]) -> Iterator[None]:
         del scheduler.step  # drop the instance attribute; the class method shows through again
 
 
+@contextlib.contextmanager
+def _no_postprocessing(pipe: Any) -> Iterator[None]:
+    """The pipeline decodes but turns nothing into frames (its output's frames are empty)."""
+    processor = pipe.video_processor
+    processor.postprocess_video = lambda video, *args, **kwargs: video[:0]
+    try:
+        yield
+    finally:
+        del processor.postprocess_video  # the class's method shows through again
+
+
 def _peak_memory_reset(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -231,15 +242,19 @@ class Engine:
         on_progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
         decode: bool = True,
+        postprocess: bool = True,
     ) -> GenerationOutput:
         """Run the pipeline; reports every step and stops at the next step once `cancel` is set.
 
-        `decode=False` stops at the latents (no VAE decode, no frames): a rank whose frames nobody uses.
+        For a rank whose frames nobody uses: `decode=False` stops at the latents (no VAE decode), and
+        `postprocess=False` runs the VAE decode (its share of a split one) but makes no frames of it.
         """
         if self.pipe is None:
             self.load()
         with self._lock:
-            return self._generate_locked(request, on_progress or (lambda event: None), cancel, decode)
+            return self._generate_locked(
+                request, on_progress or (lambda event: None), cancel, decode, decode and postprocess
+            )
 
     def _generate_locked(
         self,
@@ -247,6 +262,7 @@ class Engine:
         on_progress: ProgressCallback,
         cancel: threading.Event | None,
         decode: bool = True,
+        frames_wanted: bool = True,
     ) -> GenerationOutput:
         start = time.perf_counter()
         steps_done = 0
@@ -283,6 +299,7 @@ class Engine:
                 step_hook(self.pipe, on_step),
                 step_cache(_denoiser(self.pipe), request.cache, self.cache_reduce) as forwards,
                 stage_clock(self.pipe) as stages,
+                contextlib.nullcontext() if frames_wanted or not decode else _no_postprocessing(self.pipe),
                 torch.inference_mode(),
             ):
                 output = self.pipe(**kwargs)
@@ -298,7 +315,11 @@ class Engine:
             kwargs.clear()
             self._release_memory()
             raise stopped
-        frames = video.to_uint8(np.asarray(output.frames[0])) if decode else np.zeros((0, 0, 0, 3), np.uint8)
+        frames = (
+            video.to_uint8(np.asarray(output.frames[0]))
+            if frames_wanted
+            else np.zeros((0, 0, 0, 3), np.uint8)
+        )
         return GenerationOutput(
             frames=frames,
             seed=request.seed,

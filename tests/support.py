@@ -8,6 +8,8 @@ import os
 import signal
 import struct
 import subprocess
+import sys
+import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -137,3 +139,25 @@ class BackgroundProcess:
         """What is left of the process group (children a stop left behind), gone."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def python_process(code: str, *args: str) -> subprocess.Popen:
+    """`python -c code args` in the repo, stderr to a file: a rank blocked on a full pipe stalls peers."""
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - read and closed in finish()
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=log, text=True
+    )
+    process.log = log  # type: ignore[attr-defined]
+    return process
+
+
+def finish(process: subprocess.Popen, timeout_s: float = 300) -> tuple[int, str]:
+    """Wait (killing it past `timeout_s`); returns the exit code and what it wrote to stderr."""
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    with process.log as log:  # type: ignore[attr-defined]
+        log.seek(0)
+        return process.returncode, log.read()

@@ -17,6 +17,7 @@ import ray
 import torch
 
 from parallel.group import RANK_NAMESPACE, GroupTimeouts, ParallelEngine
+from parallel.vae import VaeSplit
 from serve.catalog import CachePolicy, MemoryOptions, get_spec
 from serve.config import ParallelOptions
 from serve.engine import Engine
@@ -123,17 +124,36 @@ def test_step_cache_threshold_0_equals_the_uncached_run(ulysses):
     assert np.array_equal(uncached.frames, never_skips.frames)
 
 
-def test_only_rank_0_encodes_the_prompt_and_decodes_the_video(ulysses):
-    before = [ray.get(rank.info.remote())["prompt_encodes"] for rank in ulysses.ranks]
+def test_only_rank_0_encodes_the_prompt_and_the_video_while_both_decode_the_vae(ulysses):
+    before = [ray.get(rank.info.remote()) for rank in ulysses.ranks]
     ulysses.generate_video(request(num_inference_steps=2))
     ulysses.generate_video(request(num_inference_steps=2, **TRUE_CFG))  # prompt and negative prompt
     after = [ray.get(rank.info.remote()) for rank in ulysses.ranks]
 
-    assert [info["prompt_encodes"] - was for info, was in zip(after, before, strict=True)] == [3, 0]
-    # Rank 1 stopped at the latents: no VAE decode (and no video encode: it returns no video).
-    assert after[1]["last_stages"].vae_decode == 0 and after[1]["last_stages"].text_encode == 0
+    def grew(key: str) -> list[int]:
+        return [now[key] - was[key] for now, was in zip(after, before, strict=True)]
+
+    assert grew("prompt_encodes") == [3, 0] and grew("videos_encoded") == [2, 0]
+    # Rank 1 decoded its band of the VAE (parallel_vae, rows: the tiny VAE does not tile), no text.
+    assert [info["vae_split"] for info in after] == [VaeSplit.ROWS, VaeSplit.ROWS]
+    assert after[1]["last_stages"].vae_decode > 0 and after[1]["last_stages"].text_encode == 0
     # ...and rank 1 never loaded the text encoders it would not use.
     assert after[0]["text_encoders"] == ["text_encoder", "text_encoder_2"] and after[1]["text_encoders"] == []
+    assert after[0]["attention_backend"] == "SDPA_FLASH"  # the CPU kernel (parallel.cpu_compat)
+
+
+def test_without_parallel_vae_rank_1_stops_at_the_latents_and_frames_still_match(
+    ray_cluster, weights, single_process
+):
+    engine = start(weights, ulysses_degree=2, parallel_vae=False)
+    try:
+        frames = engine.frames(request()).frames
+        engine.generate_video(request(num_inference_steps=2))
+        rank_1 = ray.get(engine.ranks[1].info.remote())
+    finally:
+        engine.shutdown()
+    assert rank_1["vae_split"] == VaeSplit.NONE and rank_1["last_stages"].vae_decode == 0
+    assert np.abs(frames - reference_frames(single_process)).max() <= 1e-4
 
 
 def test_rank_0_streams_every_step_then_returns_a_valid_mp4(ulysses):

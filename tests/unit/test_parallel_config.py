@@ -11,6 +11,7 @@ from parallel.config import (
     HUNYUANVIDEO,
     ParallelConfigError,
     TransformerGeometry,
+    attention_backend,
     uses_true_cfg,
     valid_combinations,
     validate,
@@ -72,6 +73,36 @@ def test_a_request_whose_tokens_do_not_split_evenly_is_invalid_argument():
         validate_request(ParallelOptions(ulysses_degree=2, ring_degree=2), TINY, request(width=48))
     assert error.value.field == "height"
     validate_request(ParallelOptions(ulysses_degree=2), TINY, request(width=48))
+
+
+def test_a_split_vae_decode_needs_a_latent_row_per_rank_and_says_the_least_height():
+    four_ranks = ParallelOptions(ulysses_degree=2, ring_degree=2)
+    # 16 px: 2 latent rows for 4 ranks.
+    with pytest.raises(InvalidArgument, match=r"2 latent rows.*at least 32") as error:
+        validate_request(four_ranks, TINY, request(height=16, width=128))
+    assert error.value.field == "height"
+    validate_request(
+        four_ranks.model_copy(update={"parallel_vae": False}), TINY, request(height=16, width=128)
+    )
+    validate_request(four_ranks, TINY, request(height=32, width=64))
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "sdpa_math", "flash_4"])
+def test_a_backend_without_log_sum_exp_cannot_run_ring_and_the_error_names_one_that_can(backend):
+    with pytest.raises(ValueError, match=rf"attention_backend .{backend}. cannot run ring_degree=2.*cudnn"):
+        ParallelOptions(ring_degree=2, attention_backend=backend)
+    assert ParallelOptions(ulysses_degree=2, attention_backend=backend).attention_backend == backend
+
+
+def test_ring_on_a_gpu_gets_a_ring_capable_backend_when_none_is_named():
+    assert attention_backend(ParallelOptions(ring_degree=2), on_gpu=True) == "CUDNN"
+    assert attention_backend(ParallelOptions(ulysses_degree=2), on_gpu=True) is None  # xfuser's pick
+    assert (
+        attention_backend(ParallelOptions(ring_degree=2, attention_backend="flash_3"), on_gpu=True)
+        == "FLASH_3"
+    )
+    # The CPU has one kernel that works (parallel.cpu_compat), whatever the configuration names.
+    assert attention_backend(ParallelOptions(attention_backend="flash_3"), on_gpu=False) == "SDPA_FLASH"
 
 
 def test_a_cfg_2_deployment_needs_true_cfg_requests():

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +18,10 @@ import torch
 
 from parallel import cpu_compat
 from serve.ports import free_port
+from tests.support import finish, python_process
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the adjustments apply only without a GPU")
 
-ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT_S = 300
 
 # One rank of a 2-rank group: apply cpu_compat (less `skip`), join, run the tiny pipeline, save frames.
 # A failing rank exits at once: a clean interpreter exit would wait on its peer's pending ring transfers.
@@ -54,31 +51,10 @@ except BaseException:
 """
 
 
-def python(code: str, *args: str) -> subprocess.Popen:
-    # stderr to a file, not a pipe: a rank blocked on a full pipe would stall its peer in a collective.
-    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - read and closed in finish()
-    process = subprocess.Popen(
-        [sys.executable, "-c", code, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, text=True
-    )
-    process.log = log  # type: ignore[attr-defined]
-    return process
-
-
-def finish(process: subprocess.Popen) -> tuple[int, str]:
-    try:
-        process.wait(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    with process.log as log:  # type: ignore[attr-defined]
-        log.seek(0)
-        return process.returncode, log.read()
-
-
 def start_ranks(weights: Path, parallel: dict, skip: list[str], out: Path) -> list[subprocess.Popen]:
     init = f"tcp://127.0.0.1:{free_port()}"
     return [
-        python(
+        python_process(
             RANK_SCRIPT,
             json.dumps(
                 {
@@ -131,7 +107,7 @@ IMPORT_FAILURES = {
 
 def test_without_each_import_time_adjustment_xfuser_fails_as_described():
     processes = {
-        name: python(f"from parallel import cpu_compat\ncpu_compat.apply([{name!r}])\n{code}")
+        name: python_process(f"from parallel import cpu_compat\ncpu_compat.apply([{name!r}])\n{code}")
         for name, (code, _) in IMPORT_FAILURES.items()
     }
     for name, process in processes.items():
@@ -152,7 +128,7 @@ def test_with_all_adjustments_xfuser_imports_and_binds_the_sequence_parallel_gro
         "assert envs.get_torch_distributed_backend() == 'gloo' and envs.get_device_version() is None\n"
         "assert registry[backends.SDPA_FLASH] is cpu_compat._cpu_flash_attention\n"
     )
-    returncode, stderr = finish(python(code))
+    returncode, stderr = finish(python_process(code))
     assert returncode == 0, stderr[-2000:]
 
 
@@ -183,7 +159,6 @@ def test_with_all_adjustments_two_gloo_ring_ranks_match_a_single_process(
 def test_nothing_is_adjusted_where_an_accelerator_is_present(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert cpu_compat.apply() == frozenset()
-    assert cpu_compat.attention_backend() is None
 
 
 def test_unknown_adjustment_names_are_refused():
