@@ -102,11 +102,29 @@ class MemoryOptions(BaseModel):
     text_encoder_quantization: Literal["none", "8bit", "nf4"] = Field(
         "none", description="load the text encoder with bitsandbytes 8-bit or nf4 weights"
     )
+    text_encoder_offload: bool = Field(
+        False,
+        description="keep the text encoders in host memory, on the GPU only while they encode "
+        "(serve/text_encoder_offload.py): their GPU memory goes to the denoising loop",
+    )
 
     @model_validator(mode="after")
     def _one_fp8_mode(self) -> MemoryOptions:
         if self.fp8_weights and self.fp8_gemms:
             raise ValueError("fp8_weights (FP8 storage) and fp8_gemms (FP8 compute) exclude each other")
+        return self
+
+    @model_validator(mode="after")
+    def _one_text_encoder_saver(self) -> MemoryOptions:
+        if self.text_encoder_offload and self.cpu_offload:
+            raise ValueError(
+                "text_encoder_offload is part of cpu_offload (which offloads every model): set one"
+            )
+        if self.text_encoder_offload and self.text_encoder_quantization != "none":
+            raise ValueError(
+                "text_encoder_offload and text_encoder_quantization exclude each other (bitsandbytes weights "
+                "cannot move between host and GPU): keep the encoder quantized on the GPU, or offload it"
+            )
         return self
 
 
@@ -146,7 +164,16 @@ class ModelSpec(BaseModel):
     limits: Limits = Field(description="limits of the real model")
     tiny_limits: Limits = Field(description="limits of the tiny random-weight checkpoint")
     memory: MemoryOptions = MemoryOptions()
-    gpu_memory_gb: float = Field(description="estimated peak GPU memory at defaults with the memory options")
+    gpu_memory_gb: float = Field(
+        description="estimated peak GPU memory at defaults with the memory options, text encoders on the GPU "
+        "(gpu_memory_estimate_gb takes off what a GPU does not hold)"
+    )
+    text_encoder_gb: float = Field(
+        0.0,
+        ge=0,
+        description="GPU memory of the text encoders within gpu_memory_gb: what text_encoder_offload and the "
+        "ranks other than 0 of a multi-GPU replica do not hold",
+    )
     cache_policies: frozenset[CachePolicy] = Field(
         frozenset(), description="step-cache policies besides off (none for the UNet families)"
     )
@@ -155,6 +182,13 @@ class ModelSpec(BaseModel):
 
     def limits_for(self, tiny: bool) -> Limits:
         return self.tiny_limits if tiny else self.limits
+
+    def gpu_memory_estimate_gb(self, memory: MemoryOptions | None = None, rank: int = 0) -> float:
+        """Estimated peak of one GPU at the defaults: less the text encoders where that GPU does not hold them
+        (`text_encoder_offload`, or a rank other than 0 of a multi-GPU replica)."""
+        options = memory or self.memory
+        without_encoders = rank > 0 or options.text_encoder_offload
+        return self.gpu_memory_gb - (self.text_encoder_gb if without_encoders else 0.0)
 
     @model_validator(mode="after")
     def _default_cache_supported(self) -> ModelSpec:
@@ -246,6 +280,7 @@ CATALOG: dict[str, ModelSpec] = {
             cache_policies=_DIT_CACHE_POLICIES,
             default_cache=_COGVIDEOX_CACHE,
             gpu_memory_gb=18.0,
+            text_encoder_gb=9.5,
             description="CogVideoX 2B text-to-video, 720x480, 49 frames at 8 fps",
         ),
         ModelSpec(
@@ -261,6 +296,7 @@ CATALOG: dict[str, ModelSpec] = {
             cache_policies=_DIT_CACHE_POLICIES,
             default_cache=_COGVIDEOX_CACHE,
             gpu_memory_gb=26.0,
+            text_encoder_gb=9.5,
             description="CogVideoX 5B text-to-video, 720x480, 49 frames at 8 fps",
         ),
         ModelSpec(
@@ -279,6 +315,7 @@ CATALOG: dict[str, ModelSpec] = {
             cache_policies=_DIT_CACHE_POLICIES,
             default_cache=_COGVIDEOX_CACHE,
             gpu_memory_gb=26.0,
+            text_encoder_gb=9.5,
             description="CogVideoX 5B image-to-video (image + prompt), 720x480, 49 frames at 8 fps",
         ),
         ModelSpec(
@@ -300,10 +337,11 @@ CATALOG: dict[str, ModelSpec] = {
                 default_guidance_scale=6.0,
             ),
             tiny_limits=_tiny(IntRange(min=1, max=17, step=4), 9, 24, side=_TINY_DIT_SIDE),
-            memory=MemoryOptions(vae_tiling=True, fp8_weights=True),
+            memory=MemoryOptions(vae_tiling=True, fp8_weights=True, text_encoder_offload=True),
             cache_policies=_DIT_CACHE_POLICIES,
             default_cache=_HUNYUAN_CACHE,
             gpu_memory_gb=45.0,
+            text_encoder_gb=15.3,
             description="HunyuanVideo 13B text-to-video, 1280x720, up to 129 frames; multi-GPU with xDiT",
         ),
         ModelSpec(
@@ -359,6 +397,7 @@ CATALOG: dict[str, ModelSpec] = {
             tiny_limits=_tiny(IntRange(min=1, max=32), 4, 8),
             memory=MemoryOptions(vae_slicing=True),
             gpu_memory_gb=8.0,
+            text_encoder_gb=0.7,
             description="ModelScope text-to-video 1.7B, 256x256, 16 frames",
         ),
         ModelSpec(
@@ -384,6 +423,7 @@ CATALOG: dict[str, ModelSpec] = {
             tiny_limits=_tiny(IntRange(min=2, max=16), 4, 16),
             memory=MemoryOptions(vae_slicing=True),
             gpu_memory_gb=20.0,
+            text_encoder_gb=0.7,
             description="I2VGen-XL image-to-video with a text prompt, 1280x704, 16 frames",
         ),
         ModelSpec(
@@ -409,6 +449,7 @@ CATALOG: dict[str, ModelSpec] = {
             tiny_limits=_tiny(IntRange(min=1, max=16), 4, 8),
             memory=MemoryOptions(vae_slicing=True),
             gpu_memory_gb=10.0,
+            text_encoder_gb=0.25,
             description="AnimateDiff: a Stable Diffusion 1.5 base (configurable) + motion adapter v1.5.2",
         ),
     ]

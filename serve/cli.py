@@ -108,9 +108,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     for spec in CATALOG.values():
         limits = spec.limits
         size = f"{limits.default_width}x{limits.default_height}"
+        gpu_gb = spec.gpu_memory_estimate_gb()
         print(
             f"{spec.name:<18} {spec.task.value:<4} {limits.default_num_frames:>6} {limits.default_fps:>4} "
-            f"{size:>10} {limits.default_num_inference_steps:>5} {spec.gpu_memory_gb:>6.0f}  {spec.repo_id}"
+            f"{size:>10} {limits.default_num_inference_steps:>5} {gpu_gb:>6.0f}  {spec.repo_id}"
         )
     return 0
 

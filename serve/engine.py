@@ -23,6 +23,7 @@ from serve.families import get_family
 from serve.request import GenerationRequest
 from serve.stage_timing import StageSeconds, stage_clock
 from serve.step_cache import ForwardCounts, Reduce, step_cache
+from serve.text_encoder_offload import offload_text_encoders
 from serve.weights import TINY, WeightsSource, resolve_weights
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,8 @@ def apply_memory_options(pipe: Any, options: MemoryOptions, device: torch.device
         if options.cpu_offload:
             log.info("cpu_offload needs an accelerator; the pipeline stays on %s", device)
         pipe.to(device)
+    if options.text_encoder_offload:
+        offload_text_encoders(pipe, device)
     return pipe
 
 
