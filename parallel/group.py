@@ -27,6 +27,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from parallel.config import TransformerGeometry, validate, validate_request
 from parallel.fp8 import ParameterBytes
 from serve.catalog import MemoryOptions, ModelSpec
+from serve.compile import CompileOptions, compiled_graphs
 from serve.config import ParallelOptions
 from serve.engine import FloatFrames
 from serve.errors import Cancelled, InvalidArgument, Unavailable
@@ -73,9 +74,11 @@ class RankActor:
         parallel: ParallelOptions,
         rank: int,
         collective_timeout_s: float,
+        compile: CompileOptions | None = None,
     ) -> None:
         logging.basicConfig(level=logging.INFO)
         self.spec, self.weights, self.memory, self.parallel = spec, weights, memory, parallel
+        self.compile = compile
         self.rank = rank
         self.collective_timeout_s = collective_timeout_s
         self.worker: Any = None
@@ -101,6 +104,7 @@ class RankActor:
             self.rank,
             init_method,
             self.collective_timeout_s,
+            self.compile,
         )
         return self.worker.setup()
 
@@ -126,6 +130,8 @@ class RankActor:
             "videos_encoded": self.worker.videos_encoded,
             "vae_split": self.worker.vae_split,
             "attention_backend": self.worker.attention_backend_used,
+            "compiled_blocks": engine.compiled_blocks,
+            "compiled_graphs": compiled_graphs(),
             "text_encoders": sorted(
                 name
                 for name, module in engine.pipe.components.items()
@@ -174,9 +180,11 @@ class ParallelEngine:
         parallel: ParallelOptions | None = None,
         timeouts: GroupTimeouts | None = None,
         gpus_per_rank: float = 1.0,
+        compile: CompileOptions | None = None,
     ) -> None:
         """`gpus_per_rank` sizes the placement group the engine makes itself outside a Serve replica."""
         self.spec = spec
+        self.compile = compile
         self.weights = weights
         self.memory = memory  # None: the engine's default (the catalog's; none for tiny weights)
         self.parallel = parallel or ParallelOptions()
@@ -215,7 +223,15 @@ class ParallelEngine:
                 num_cpus=0,
                 num_gpus=gpus[i],
                 scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i),
-            ).remote(self.spec, self.weights, self.memory, self.parallel, i, self.timeouts.collective_s)
+            ).remote(
+                self.spec,
+                self.weights,
+                self.memory,
+                self.parallel,
+                i,
+                self.timeouts.collective_s,
+                self.compile,
+            )
             for i in range(self.parallel.world_size)
         ]
         try:

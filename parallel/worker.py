@@ -25,6 +25,7 @@ from parallel.config import TransformerGeometry, attention_backend, validate, va
 from parallel.fp8 import ParameterBytes, parameter_bytes
 from parallel.vae import VaeSplit, split_vae_decode
 from serve.catalog import MemoryOptions, ModelSpec
+from serve.compile import CompileOptions
 from serve.config import ParallelOptions
 from serve.engine import Engine, FloatFrames
 from serve.events import EncodedVideo, ProgressCallback
@@ -182,6 +183,7 @@ class RankWorker:
         rank: int,
         init_method: str,
         collective_timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S,
+        compile: CompileOptions | None = None,
     ) -> None:
         self.spec = spec
         self.parallel = parallel
@@ -189,7 +191,7 @@ class RankWorker:
         self.world_size = parallel.world_size
         self.init_method = init_method
         self.timeout = timedelta(seconds=collective_timeout_s)
-        self.engine = Engine(spec, weights, memory)
+        self.engine = Engine(spec, weights, memory, compile=compile)
         self.geometry: TransformerGeometry | None = None
         self._control: Any = None
         self.fp8_report: ParameterBytes | None = None

@@ -174,6 +174,9 @@ class ModelSpec(BaseModel):
         description="GPU memory of the text encoders within gpu_memory_gb: what text_encoder_offload and the "
         "ranks other than 0 of a multi-GPU replica do not hold",
     )
+    denoiser: Literal["transformer", "unet"] = Field(
+        "unet", description="the denoiser's kind: DiT transformer blocks (cached, compiled) or a UNet"
+    )
     cache_policies: frozenset[CachePolicy] = Field(
         frozenset(), description="step-cache policies besides off (none for the UNet families)"
     )
@@ -277,6 +280,7 @@ CATALOG: dict[str, ModelSpec] = {
             limits=_COGVIDEOX_LIMITS,
             tiny_limits=_COGVIDEOX_TINY,
             memory=_COGVIDEOX_MEMORY,
+            denoiser="transformer",
             cache_policies=_DIT_CACHE_POLICIES,
             default_cache=_COGVIDEOX_CACHE,
             gpu_memory_gb=18.0,
@@ -293,6 +297,7 @@ CATALOG: dict[str, ModelSpec] = {
             limits=_COGVIDEOX_LIMITS,
             tiny_limits=_COGVIDEOX_TINY,
             memory=_COGVIDEOX_MEMORY,
+            denoiser="transformer",
             cache_policies=_DIT_CACHE_POLICIES,
             default_cache=_COGVIDEOX_CACHE,
             gpu_memory_gb=26.0,
@@ -312,6 +317,7 @@ CATALOG: dict[str, ModelSpec] = {
             ),
             tiny_limits=_COGVIDEOX_I2V_TINY,
             memory=_COGVIDEOX_MEMORY,
+            denoiser="transformer",
             cache_policies=_DIT_CACHE_POLICIES,
             default_cache=_COGVIDEOX_CACHE,
             gpu_memory_gb=26.0,
@@ -338,6 +344,7 @@ CATALOG: dict[str, ModelSpec] = {
             ),
             tiny_limits=_tiny(IntRange(min=1, max=17, step=4), 9, 24, side=_TINY_DIT_SIDE),
             memory=MemoryOptions(vae_tiling=True, fp8_weights=True, text_encoder_offload=True),
+            denoiser="transformer",
             cache_policies=_DIT_CACHE_POLICIES,
             default_cache=_HUNYUAN_CACHE,
             gpu_memory_gb=45.0,

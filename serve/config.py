@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from serve.catalog import CATALOG, NO_CACHE, CachePolicy, MemoryOptions, StepCache
+from serve.compile import CompileOptions
 from serve.weights import TINY
 
 DEFAULT_GRPC_PORT = 50051
@@ -171,6 +172,11 @@ class ModelDeployment(BaseModel):
         description="step caching of requests that leave it unset; unset: the catalog's default for real "
         "weights, off for tiny ones (their random weights make every step differ)",
     )
+    compile: CompileOptions | None = Field(
+        None,
+        description="torch.compile the transformer blocks (serve/compile.py), during a warm-up request at "
+        "the default size that runs before the replica takes traffic; unset: eager",
+    )
     num_cpus: float = Field(1.0, ge=0, description="CPUs a replica reserves")
     num_gpus: float = Field(0.0, ge=0, description="GPUs a replica reserves (per rank when parallel)")
     max_ongoing_requests: int = Field(
@@ -226,6 +232,15 @@ class ModelDeployment(BaseModel):
         if self.cache is not None and self.cache.policy not in allowed:
             raise ValueError(
                 f"cache.policy {self.cache.policy} is not one {self.name} supports: {sorted(allowed)}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _compile_supported(self) -> ModelDeployment:
+        if self.compile is not None and CATALOG[self.name].denoiser != "transformer":
+            raise ValueError(
+                f"compile applies to transformer denoisers; {self.name} has a UNet (compilable models: "
+                f"{', '.join(n for n, spec in CATALOG.items() if spec.denoiser == 'transformer')})"
             )
         return self
 

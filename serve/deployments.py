@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import threading
 import time
@@ -12,11 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ray
+from PIL import Image
 from ray import serve
 from ray.serve import Application
 
 from serve.admission import capacity
-from serve.catalog import get_spec
+from serve.catalog import Task, get_spec
 from serve.cold_start import record_cold_start
 from serve.config import ROUTER_DEPLOYMENT, AppConfig, ModelDeployment
 from serve.engine import Engine
@@ -24,7 +26,7 @@ from serve.errors import Cancelled, error_status
 from serve.events import EncodedVideo, GenerationSummary, ProgressCallback, ProgressEvent, Stage, StreamItem
 from serve.jobs import job_store
 from serve.metrics import metrics, record_device_memory
-from serve.request import GenerationRequest
+from serve.request import GenerationRequest, RequestFields, build_request
 from serve.results import ResultStore
 
 log = logging.getLogger(__name__)
@@ -38,8 +40,26 @@ def _make_engine(model: ModelDeployment) -> Any:
         from parallel.group import GroupTimeouts, ParallelEngine
 
         timeouts = GroupTimeouts(request_s=model.request_timeout_s)
-        return ParallelEngine(spec, model.weights, model.memory, model.parallel, timeouts)
-    return Engine(spec, model.weights, model.memory, num_threads=max(1, round(model.num_cpus)))
+        return ParallelEngine(
+            spec, model.weights, model.memory, model.parallel, timeouts, compile=model.compile
+        )
+    return Engine(
+        spec, model.weights, model.memory, num_threads=max(1, round(model.num_cpus)), compile=model.compile
+    )
+
+
+def warmup_request(model: ModelDeployment) -> GenerationRequest:
+    """What a replica runs before it takes traffic: the default request, `compile.warmup_steps` steps."""
+    spec = get_spec(model.name)
+    limits = spec.limits_for(model.tiny)
+    image = b""
+    if spec.task is Task.I2V:
+        buffer = io.BytesIO()
+        Image.new("RGB", (limits.default_width, limits.default_height), (128, 128, 128)).save(buffer, "PNG")
+        image = buffer.getvalue()
+    steps = model.compile.warmup_steps if model.compile is not None else 1
+    fields = RequestFields(model=model.name, prompt="warm-up", image=image, seed=0, num_inference_steps=steps)
+    return build_request(spec, limits, fields, default_cache=model.default_cache())
 
 
 class _Observer:
@@ -75,6 +95,7 @@ class ModelServer:
         # CPU kernels keep per-thread state, and the same seed must give the same frames on any request.
         self.generator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
         self.engine.load()
+        self.warmup_seconds = self._warm_up() if model.compile is not None else 0.0
         self.results = ResultStore(results_dir)
         self.jobs = job_store(str(self.results.root / "jobs"), job_ttl_s, job_sweep_interval_s)
         # The job store watches this actor while it runs a job: if the process dies, the job fails.
@@ -95,9 +116,17 @@ class ModelServer:
                 # Ray's exporter drops a gauge that is not set again: keep the cold start visible.
                 metrics().cold_start.set(self.cold_start_s, tags=self.tags)
 
+    def _warm_up(self) -> float:
+        """Run the warm-up request in the generation thread (compiling there); returns its seconds."""
+        start = time.perf_counter()
+        self.generator.submit(self.engine.generate_video, warmup_request(self.model)).result()
+        seconds = time.perf_counter() - start
+        log.info("%s: warm-up (compile) took %.1fs", self.model.name, seconds)
+        return seconds
+
     def info(self) -> dict[str, Any]:
         """Facts the Router reports in ListModels."""
-        return {"load_seconds": self.engine.load_seconds}
+        return {"load_seconds": self.engine.load_seconds, "warmup_seconds": self.warmup_seconds}
 
     async def _run(
         self, request: GenerationRequest, on_progress: ProgressCallback, cancel: threading.Event

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from serve import video
 from serve.catalog import MemoryOptions, ModelSpec
+from serve.compile import CompileOptions, compile_blocks
 from serve.errors import Cancelled, InvalidArgument, ResourceExhausted, VideogenError
 from serve.events import EncodedVideo, ProgressCallback, ProgressEvent, Stage
 from serve.families import get_family
@@ -160,9 +161,12 @@ class Engine:
         memory: MemoryOptions | None = None,
         device: torch.device | None = None,
         num_threads: int | None = None,
+        compile: CompileOptions | None = None,
     ) -> None:
         self.spec = spec
         self.weights = weights
+        self.compile = compile  # None: eager
+        self.compiled_blocks = 0
         # The catalog's memory options suit the real model; tiny checkpoints run without them unless
         # asked (VAE tiling, tuned for 480p+ inputs, mis-sizes the tiny CogVideoX VAE's output).
         self.memory = memory if memory is not None else (MemoryOptions() if weights == TINY else spec.memory)
@@ -198,6 +202,9 @@ class Engine:
         pipe = self.family.load_pipeline(pipeline_cls, self.source, load_kwargs)
         pipe.set_progress_bar_config(disable=True)
         self.pipe = apply_memory_options(pipe, self.memory, self.device, self.dtype)
+        if self.compile is not None:
+            # Before any per-request hook (step cache, stage clock) wraps the blocks: see serve/compile.py.
+            self.compiled_blocks = compile_blocks(_denoiser(self.pipe), self.compile)
         self.load_seconds = time.perf_counter() - start
         log.info("loaded %s from %s in %.1fs", self.spec.name, self.source.describe(), self.load_seconds)
         return self.load_seconds

@@ -19,6 +19,7 @@ import torch
 from parallel.group import RANK_NAMESPACE, GroupTimeouts, ParallelEngine
 from parallel.vae import VaeSplit
 from serve.catalog import CachePolicy, MemoryOptions, get_spec
+from serve.compile import CompileOptions
 from serve.config import ParallelOptions
 from serve.engine import Engine
 from serve.errors import Cancelled, InvalidArgument, Unavailable
@@ -58,10 +59,16 @@ def reference_frames(engine: Engine, **fields) -> np.ndarray:
         return np.asarray(engine.pipe(**engine.pipeline_call_kwargs(request(**fields))).frames[0])
 
 
-def start(weights: str, **degrees: int) -> ParallelEngine:
+def start(weights: str, compile: CompileOptions | None = None, **degrees: int) -> ParallelEngine:
     # Half a logical GPU per rank: two groups fit the 2 logical GPUs at once.
     engine = ParallelEngine(
-        SPEC, weights, MemoryOptions(), ParallelOptions(**degrees), TIMEOUTS, gpus_per_rank=0.5
+        SPEC,
+        weights,
+        MemoryOptions(),
+        ParallelOptions(**degrees),
+        TIMEOUTS,
+        gpus_per_rank=0.5,
+        compile=compile,
     )
     engine.load()
     return engine
@@ -154,6 +161,23 @@ def test_without_parallel_vae_rank_1_stops_at_the_latents_and_frames_still_match
         engine.shutdown()
     assert rank_1["vae_split"] == VaeSplit.NONE and rank_1["last_stages"].vae_decode == 0
     assert np.abs(frames - reference_frames(single_process)).max() <= 1e-4
+
+
+def test_compiled_ranks_match_a_single_process_and_the_second_request_compiles_nothing(
+    ray_cluster, weights, single_process
+):
+    engine = start(weights, compile=CompileOptions(), ulysses_degree=2)
+    try:
+        first = engine.frames(request()).frames  # the warm-up a replica runs: every rank compiles
+        after_first = [ray.get(rank.info.remote()) for rank in engine.ranks]
+        engine.frames(request(**CACHED))
+        after_second = [ray.get(rank.info.remote()) for rank in engine.ranks]
+    finally:
+        engine.shutdown()
+    assert [info["compiled_blocks"] for info in after_first] == [2, 2]
+    assert all(info["compiled_graphs"] >= 2 for info in after_first)
+    assert [i["compiled_graphs"] for i in after_second] == [i["compiled_graphs"] for i in after_first]
+    assert np.abs(first - reference_frames(single_process)).max() <= 1e-4
 
 
 def test_rank_0_streams_every_step_then_returns_a_valid_mp4(ulysses):
