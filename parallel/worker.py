@@ -27,7 +27,7 @@ from parallel.vae import VaeSplit, split_vae_decode
 from serve.catalog import MemoryOptions, ModelSpec
 from serve.compile import CompileOptions
 from serve.config import ParallelOptions
-from serve.engine import Engine, FloatFrames
+from serve.engine import Engine, FloatFrames, GenerationOutput
 from serve.events import EncodedVideo, ProgressCallback
 from serve.request import GenerationRequest
 
@@ -303,16 +303,37 @@ class RankWorker:
                 video = self.engine.generate_video(request, on_progress, collective)  # type: ignore[arg-type]
                 self.videos_encoded += 1
                 return video
-            # Only rank 0's frames are used: the others decode their share of the VAE (or, without a
-            # split decode, stop at the latents) and do no post-processing and no video encoding.
-            self.last_output = self.engine.generate(
-                request,
-                None,
-                collective,  # type: ignore[arg-type]
-                decode=self.vae_split is not VaeSplit.NONE,
-                postprocess=False,
-            )
+            self.last_output = self._generate(request, None, collective, decode=True)
             return None
+
+    def run(
+        self, request: GenerationRequest, on_progress: ProgressCallback | None = None, decode: bool = True
+    ) -> GenerationOutput:
+        """Run one request with the other ranks, without encoding a video; this rank's output (benchmarks).
+
+        `decode=False` stops every rank at the latents.
+        """
+        self._prepare(request)
+        collective = CollectiveCancel(threading.Event(), self._control)
+        with self._prompt_from_rank_0():
+            return self._generate(request, on_progress, collective, decode)
+
+    def _generate(
+        self,
+        request: GenerationRequest,
+        on_progress: ProgressCallback | None,
+        collective: CollectiveCancel,
+        decode: bool,
+    ) -> GenerationOutput:
+        """Only rank 0 makes frames: the others decode their share of a split VAE decode (without one,
+        they stop at the latents) and do no post-processing."""
+        return self.engine.generate(
+            request,
+            on_progress,
+            collective,  # type: ignore[arg-type]
+            decode=decode and (self.rank == 0 or self.vae_split is not VaeSplit.NONE),
+            postprocess=self.rank == 0,
+        )
 
     @contextlib.contextmanager
     def _prompt_from_rank_0(self) -> Iterator[None]:

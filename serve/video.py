@@ -6,14 +6,21 @@ import io
 import tempfile
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
-import av
 import numpy as np
 from PIL import Image
 
 from serve.request import OutputFormat
 
 MIME_TYPES = {OutputFormat.MP4: "video/mp4", OutputFormat.GIF: "image/gif"}
+
+
+def _av() -> Any:
+    """PyAV, imported on first use: a process that never encodes (ranks > 0, bench/gpu) needs no FFmpeg."""
+    import av
+
+    return av
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
@@ -34,6 +41,7 @@ def encode_mp4(frames: np.ndarray, fps: int, crf: int = 18) -> bytes:
     if pad_h or pad_w:
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
     # faststart rewrites the file to move the index up front, which needs a real, seekable file.
+    av = _av()
     with tempfile.NamedTemporaryFile(suffix=".mp4") as handle:
         with av.open(handle.name, mode="w", options={"movflags": "+faststart"}) as container:
             stream = container.add_stream("libx264", rate=Fraction(fps))
@@ -68,13 +76,13 @@ def encode(frames: np.ndarray, fps: int, output_format: OutputFormat) -> bytes:
 
 def decode_frames(data: bytes) -> np.ndarray:
     """Every frame of an encoded video as uint8 RGB, shape (frames, height, width, 3)."""
-    with av.open(io.BytesIO(data)) as container:
+    with _av().open(io.BytesIO(data)) as container:
         return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
 
 
 def probe_mp4(data: bytes) -> tuple[int, int, int, float]:
     """Decode an MP4 fully: (frames, height, width, fps). Used by tests and clients to check output."""
-    with av.open(io.BytesIO(data)) as container:
+    with _av().open(io.BytesIO(data)) as container:
         stream = container.streams.video[0]
         count = sum(1 for _ in container.decode(stream))
         return count, stream.height, stream.width, float(stream.average_rate)

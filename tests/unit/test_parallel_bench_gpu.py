@@ -1,4 +1,4 @@
-"""bench/gpu/hunyuan_step.py: its FLOP count and its CPU dry run (the GPU run itself needs a lent GPU)."""
+"""bench/gpu/: the FLOP count, and the prepared run.sh as a CPU dry run (the GPU run needs a lent GPU)."""
 
 from __future__ import annotations
 
@@ -63,3 +63,35 @@ def test_the_dry_run_writes_a_result_per_variant_and_size(bench, tmp_path):
     skipped = [run for run in results["runs"] if run["variant"] == "fp8-gemm"]
     assert skipped and "8.9" in skipped[0]["skipped"]
     assert results["matmul_tflops"] > 0 and results["reference_pflop_720p"] == 12.0
+
+
+def test_the_prepared_run_dry_runs_our_serving_path_on_1_and_2_ranks_within_the_returned_files(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    env = {**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable, "OUT": str(out)}
+    done = subprocess.run(
+        ["bash", "bench/gpu/run.sh"],
+        cwd=SCRIPT.parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # A lent machine returns at most 8 files from $OUT.
+    assert len(list(out.iterdir())) <= 8
+    serving = json.loads((out / "serving_path.json").read_text())
+    assert serving["dry_run"] and [run["world_size"] for run in serving["runs"]] == [1, 2]
+    for run in serving["runs"]:
+        assert run["attention_backend"] == "SDPA_FLASH"
+        assert run["vae_split"] == ("rows" if run["world_size"] == 2 else "none")
+        assert run["uncached"]["frames"] == 0 and run["uncached"]["vae_decode_seconds"] is None
+        cached = run["cached_with_vae_decode"]
+        assert cached["cache"]["policy"] == "first_block" and cached["transformer_forwards"] == 2
+        assert cached["frames"] == 9 and cached["vae_decode_seconds"] > 0
+        assert run["tflops"] > 0 and run["uncached"]["seconds_per_step"] > 0
+    assert "| 2 | 32x32x9 | SDPA_FLASH |" in (out / "serving_path.md").read_text()
+    assert json.loads((out / "hunyuan_step.json").read_text())["dry_run"]
