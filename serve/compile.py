@@ -13,10 +13,12 @@ request so that no caller at the default size pays for compiling; another size c
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # the configuration imports this module: the Router must not load torch
+    import torch
 
 BLOCK_LISTS_SUFFIX = "transformer_blocks"  # HunyuanVideo: transformer_blocks, single_transformer_blocks
 
@@ -39,6 +41,8 @@ class CompileOptions(BaseModel):
 
 def transformer_blocks(denoiser: torch.nn.Module) -> list[torch.nn.Module]:
     """The blocks of every `*transformer_blocks` list of the denoiser."""
+    import torch
+
     return [
         block
         for name, child in denoiser.named_children()
@@ -49,6 +53,8 @@ def transformer_blocks(denoiser: torch.nn.Module) -> list[torch.nn.Module]:
 
 def compile_blocks(denoiser: torch.nn.Module, options: CompileOptions) -> int:
     """Compile each transformer block's `forward` in place; returns how many blocks were compiled."""
+    import torch
+
     blocks = transformer_blocks(denoiser)
     if not blocks:
         raise ValueError(f"{type(denoiser).__name__} has no *{BLOCK_LISTS_SUFFIX} to compile")
