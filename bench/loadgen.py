@@ -32,10 +32,11 @@ from serve import metrics as metric_specs
 
 # The series sampled from Ray's metrics endpoint (serve/metrics.py, with Ray's `ray_` prefix).
 FRAMES = metric_specs.FRAMES.exported
-DEVICE_MEMORY = metric_specs.DEVICE_MEMORY.exported
+# Memory series -> the measure they record (allocated, ..., resident): one metric per measure.
+MEMORY = {spec.exported: measure for measure, spec in metric_specs.MEMORY_BY_MEASURE.items()}
 JOB_PEAK_MEMORY = metric_specs.JOB_PEAK_MEMORY.exported
-SAMPLED = (FRAMES, DEVICE_MEMORY, JOB_PEAK_MEMORY)
-KEPT_LABELS = ("model", "device", "kind", "NodeAddress", "WorkerId")
+SAMPLED = (FRAMES, *MEMORY, JOB_PEAK_MEMORY)
+KEPT_LABELS = ("model", "rank", "device", "NodeAddress", "WorkerId")
 WARMUP_PHASE = -1
 # gRPC's own codes, plus outcomes only the client sees.
 INCOMPLETE = "INCOMPLETE"  # the stream ended without a summary, or bytes/checksum mismatch

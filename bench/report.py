@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import percentile
-from bench.loadgen import DEVICE_MEMORY, FRAMES, JOB_PEAK_MEMORY, replica_key
+from bench.loadgen import FRAMES, JOB_PEAK_MEMORY, MEMORY, replica_key
 
 PLOTS = ("latency_vs_concurrency.png", "throughput_vs_concurrency.png", "memory_over_time.png")
 GIB = 1024**3
@@ -69,9 +69,9 @@ def _memory(run: dict[str, Any], models: set[str]) -> list[dict[str, Any]]:
     peaks: dict[tuple[str, str, str, str], float] = defaultdict(float)
     for row in run["metrics"]:
         labels = row["labels"]
-        if row["name"] not in (DEVICE_MEMORY, JOB_PEAK_MEMORY) or labels.get("model") not in models:
+        if row["name"] not in (*MEMORY, JOB_PEAK_MEMORY) or labels.get("model") not in models:
             continue
-        kind = labels.get("kind", "") if row["name"] == DEVICE_MEMORY else "last_job_peak"
+        kind = MEMORY.get(row["name"], "last_job_peak")
         key = (replica_key(labels), labels.get("model", ""), labels.get("device", ""), kind)
         peaks[key] = max(peaks[key], row["value"])
     return [
@@ -251,9 +251,9 @@ def plot(run: dict[str, Any], summary: dict[str, Any], out: Path) -> list[Path]:
     models = {entry["model"] for entry in run["workload"]["mix"]}
     series: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for row in run["metrics"]:
-        if row["name"] == DEVICE_MEMORY and row["labels"].get("model") in models:
+        if row["name"] in MEMORY and row["labels"].get("model") in models:
             labels = row["labels"]
-            series[f"{replica_key(labels)} {labels.get('device')}/{labels.get('kind')}"].append(
+            series[f"{replica_key(labels)} {labels.get('device')}/{MEMORY[row['name']]}"].append(
                 (row["t"], row["value"] / GIB)
             )
     for label, points in sorted(series.items()):

@@ -32,6 +32,7 @@ from serve.config import ParallelOptions
 from serve.engine import FloatFrames
 from serve.errors import Cancelled, InvalidArgument, Unavailable
 from serve.events import EncodedVideo, ProgressCallback, ProgressEvent
+from serve.metrics import device_label
 from serve.request import GenerationRequest
 from serve.weights import TINY, resolve_weights
 
@@ -95,6 +96,7 @@ class RankActor:
 
     def setup(self, init_method: str) -> float:
         from parallel.worker import RankWorker
+        from serve.metrics import sample_memory_forever
 
         self.worker = RankWorker(
             self.spec,
@@ -106,7 +108,10 @@ class RankActor:
             self.collective_timeout_s,
             self.compile,
         )
-        return self.worker.setup()
+        seconds = self.worker.setup()
+        # Each rank reports its own GPU (the replica's process holds none), labelled by rank and device.
+        sample_memory_forever(self.spec.name, self.rank)
+        return seconds
 
     def generate(self, request: GenerationRequest, token: str) -> EncodedVideo | None:
         cancel = self.cancels.setdefault(token, threading.Event())
@@ -124,6 +129,7 @@ class RankActor:
         engine, last = self.worker.engine, self.worker.last_output
         return {
             "device": str(engine.device),
+            "memory_device": device_label(engine.device),
             "memory": engine.memory,
             "fp8": self.worker.fp8_report,
             "prompt_encodes": self.worker.prompt_encodes,
@@ -192,6 +198,7 @@ class ParallelEngine:
         self.gpus_per_rank = gpus_per_rank
         self.geometry: TransformerGeometry | None = None
         self.device = torch.device("cpu")  # rank 0's device, once loaded
+        self.memory_device = "cpu"
         self.fp8_report: ParameterBytes | None = None
         self.ranks: list[Any] = []
         self.load_seconds = 0.0
@@ -249,6 +256,7 @@ class ParallelEngine:
             self._teardown()
             raise Unavailable(f"{self.spec.name}: a rank failed to start: {_cause(exc)}") from None
         self.device, self.memory, self.fp8_report = torch.device(info["device"]), info["memory"], info["fp8"]
+        self.memory_device = info["memory_device"]  # rank 0's GPU UUID (or cpu): the peak memory's device
         self.load_seconds = time.perf_counter() - start
         log.info("%s: %d ranks ready in %.1fs", self.spec.name, len(self.ranks), self.load_seconds)
         return self.load_seconds

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
 from serve.catalog import CATALOG, NO_CACHE, CachePolicy, MemoryOptions, StepCache
 from serve.compile import CompileOptions
@@ -20,6 +21,24 @@ SERVICER_FUNCTIONS = [
     "serve.api.videogen.v1.videogen_pb2_grpc.add_VideoGenerationServicer_to_server",
     "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
 ]
+
+
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}$")
+_LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
+
+
+def _checked_labels(labels: dict[str, str]) -> dict[str, str]:
+    for key, value in labels.items():
+        if not _LABEL_KEY.match(key):
+            raise ValueError(f"node label key {key!r} is not [prefix/]name (a Kubernetes-style label key)")
+        if not _LABEL_VALUE.match(value):
+            raise ValueError(f"node label {key}={value!r}: values are up to 63 of [A-Za-z0-9-_.]")
+    return labels
+
+
+NodeLabels = Annotated[dict[str, str], AfterValidator(_checked_labels)]
+"""Ray node labels something must run on (Ray's label_selector; on KubeRay a worker group's `labels`)."""
 
 
 class AutoscalingOptions(BaseModel):
@@ -193,6 +212,11 @@ class ModelDeployment(BaseModel):
         8, ge=-1, description="requests waiting per caller before RESOURCE_EXHAUSTED (-1: unbounded)"
     )
     autoscaling: AutoscalingOptions = Field(default_factory=AutoscalingOptions)
+    node_labels: NodeLabels = Field(
+        default_factory=dict,
+        description="Ray node labels every replica (and every rank of a multi-GPU one) must run on, e.g. "
+        "{videogen.io/pool: gpu-1x}; empty: any node with the resources",
+    )
     parallel: ParallelOptions | None = Field(
         None, description="multi-GPU replica: one rank actor per GPU (parallel.group)"
     )
@@ -293,6 +317,7 @@ class RouterOptions(BaseModel):
     num_replicas: int = Field(1, ge=1, description="Router replicas (stateless: jobs live elsewhere)")
     num_cpus: float = Field(0.25, ge=0, description="CPUs a Router replica reserves")
     max_ongoing_requests: int = Field(256, ge=1, description="concurrent RPCs per Router replica")
+    node_labels: NodeLabels = Field(default_factory=dict, description="Ray node labels a Router must run on")
     chunk_bytes: int = Field(
         1 << 20,
         ge=4096,
@@ -312,6 +337,9 @@ class AppConfig(BaseModel):
         10.0, gt=0, description="how often unfinished jobs are checked for a dead Router or replica"
     )
     auth: AuthOptions = Field(default_factory=AuthOptions, description="API keys (off: no authentication)")
+    job_store_node_labels: NodeLabels = Field(
+        default_factory=dict, description="Ray node labels the job store actor must run on"
+    )
 
     @field_validator("models")
     @classmethod

@@ -25,13 +25,11 @@ from serve.engine import Engine
 from serve.errors import Cancelled, error_status
 from serve.events import EncodedVideo, GenerationSummary, ProgressCallback, ProgressEvent, Stage, StreamItem
 from serve.jobs import job_store
-from serve.metrics import metrics, record_device_memory
+from serve.metrics import device_label, metrics, record_memory, sample_memory_forever
 from serve.request import GenerationRequest, RequestFields, build_request
 from serve.results import ResultStore
 
 log = logging.getLogger(__name__)
-
-MEMORY_SAMPLE_PERIOD_S = 5.0
 
 
 def _make_engine(model: ModelDeployment) -> Any:
@@ -85,7 +83,12 @@ class ModelServer:
     """One replica of one model: loads its pipeline once, then runs requests one after another."""
 
     def __init__(
-        self, model: ModelDeployment, results_dir: str, job_ttl_s: float, job_sweep_interval_s: float = 10.0
+        self,
+        model: ModelDeployment,
+        results_dir: str,
+        job_ttl_s: float,
+        job_sweep_interval_s: float = 10.0,
+        job_store_node_labels: dict[str, str] | None = None,
     ) -> None:
         began = time.perf_counter()
         self.model = model
@@ -97,7 +100,9 @@ class ModelServer:
         self.engine.load()
         self.warmup_seconds = self._warm_up() if model.compile is not None else 0.0
         self.results = ResultStore(results_dir)
-        self.jobs = job_store(str(self.results.root / "jobs"), job_ttl_s, job_sweep_interval_s)
+        self.jobs = job_store(
+            str(self.results.root / "jobs"), job_ttl_s, job_sweep_interval_s, job_store_node_labels
+        )
         # The job store watches this actor while it runs a job: if the process dies, the job fails.
         self.actor = ray.get_runtime_context().current_actor
         metrics().model_load.observe(self.engine.load_seconds, tags=self.tags)
@@ -105,16 +110,13 @@ class ModelServer:
         metrics().cold_start.set(cold_start_s, tags=self.tags)
         # Kept beyond this replica: ListModels states it while the model is scaled to zero.
         record_cold_start(self.results.root, model, cold_start_s)
-        record_device_memory(model.name)
-        threading.Thread(target=self._sample_memory, daemon=True, name="memory-metrics").start()
-
-    def _sample_memory(self) -> None:
-        while True:
-            time.sleep(MEMORY_SAMPLE_PERIOD_S)
-            with contextlib.suppress(Exception):
-                record_device_memory(self.model.name)
-                # Ray's exporter drops a gauge that is not set again: keep the cold start visible.
-                metrics().cold_start.set(self.cold_start_s, tags=self.tags)
+        # A multi-GPU replica's process holds no weights: its rank actors report their own memory.
+        # Ray's exporter drops a gauge that is not set again: the cold start is set again each time.
+        sample_memory_forever(
+            model.name,
+            memory=model.parallel is None,
+            also=lambda: metrics().cold_start.set(self.cold_start_s, tags=self.tags),
+        )
 
     def _warm_up(self) -> float:
         """Run the warm-up request in the generation thread (compiling there); returns its seconds."""
@@ -167,9 +169,10 @@ class ModelServer:
         )
         if skipped:
             metrics().transformer_forwards.inc(skipped, tags={**self.tags, "outcome": "skipped"})
-        device = "cpu" if self.engine.device.type == "cpu" else str(self.engine.device)
+        device = getattr(self.engine, "memory_device", None) or device_label(self.engine.device)
         metrics().job_peak_memory.set(video.peak_memory_bytes, tags={**self.tags, "device": device})
-        record_device_memory(self.model.name)
+        if self.model.parallel is None:
+            record_memory(self.model.name)
         return video
 
     def _count(self, outcome: str) -> None:
@@ -298,13 +301,27 @@ def model_deployment_options(model: ModelDeployment) -> dict[str, Any]:
         "graceful_shutdown_timeout_s": model.request_timeout_s,
         "health_check_timeout_s": 60.0,
     }
+    if model.node_labels and model.parallel is None:
+        options["ray_actor_options"]["label_selector"] = model.node_labels
     if model.parallel is not None:
         from parallel.group import placement_bundles
 
         # The replica itself holds no GPU: one rank actor per bundle does.
-        options["ray_actor_options"] = {"num_cpus": model.num_cpus, "num_gpus": 0}
-        options["placement_group_bundles"] = placement_bundles(model.parallel, model.num_cpus, model.num_gpus)
+        options["ray_actor_options"]["num_gpus"] = 0
+        bundles = placement_bundles(model.parallel, model.num_cpus, model.num_gpus)
+        options["placement_group_bundles"] = bundles
         options["placement_group_strategy"] = "STRICT_PACK"
+        if model.node_labels:
+            # Every bundle (the replica with rank 0, then one rank each) on a node of the model's pool.
+            options["placement_group_bundle_label_selector"] = [model.node_labels] * len(bundles)
+    return options
+
+
+def router_actor_options(config: AppConfig) -> dict[str, Any]:
+    """Ray options of a Router replica."""
+    options: dict[str, Any] = {"num_cpus": config.router.num_cpus}
+    if config.router.node_labels:
+        options["label_selector"] = config.router.node_labels
     return options
 
 
@@ -326,7 +343,11 @@ def build_app_with(config: AppConfig | dict, model_server_cls: type) -> Applicat
     model_server = serve.deployment(model_server_cls)
     models = {
         model.name: model_server.options(**model_deployment_options(model)).bind(
-            model, config.results_dir, config.job_ttl_s, config.job_sweep_interval_s
+            model,
+            config.results_dir,
+            config.job_ttl_s,
+            config.job_sweep_interval_s,
+            config.job_store_node_labels,
         )
         for model in config.models
     }
@@ -334,7 +355,7 @@ def build_app_with(config: AppConfig | dict, model_server_cls: type) -> Applicat
         name=ROUTER_DEPLOYMENT,
         num_replicas=config.router.num_replicas,
         max_ongoing_requests=config.router.max_ongoing_requests,
-        ray_actor_options={"num_cpus": config.router.num_cpus},
+        ray_actor_options=router_actor_options(config),
         # A Generate stream lasts as long as its generation: let a stopping Router finish its streams.
         graceful_shutdown_timeout_s=max(model.request_timeout_s for model in config.models),
     )

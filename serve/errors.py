@@ -38,6 +38,10 @@ class ResourceExhausted(VideogenError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class QuotaExceeded(ResourceExhausted):
+    """The caller is at its own quota (not the service at its capacity): counted apart in the metrics."""
+
+
 class Cancelled(VideogenError):
     code = "CANCELLED"
 
@@ -63,13 +67,10 @@ def error_status(error: BaseException) -> tuple[str, str]:
 
     One mapping for every place an error ends a request: a Router's RPC and a job's record.
     """
-    from ray.exceptions import RayActorError, RayTaskError
+    from ray.exceptions import RayActorError
     from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-    if isinstance(error, RayTaskError):
-        cause = error.as_instanceof_cause()
-        if isinstance(cause, VideogenError | BackPressureError):
-            error = cause
+    error = _unwrapped(error)
     if isinstance(error, VideogenError):
         return error.code, error.message
     if isinstance(error, BackPressureError):
@@ -79,3 +80,20 @@ def error_status(error: BaseException) -> tuple[str, str]:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         return "UNAVAILABLE", f"model replica unavailable: {first_line}"
     return "INTERNAL", f"{type(error).__name__}: {error}"
+
+
+def is_quota_refusal(error: BaseException) -> bool:
+    """Whether `error` refused a caller for its own quota (QuotaExceeded, also through Ray)."""
+    return isinstance(_unwrapped(error), QuotaExceeded)
+
+
+def _unwrapped(error: BaseException) -> BaseException:
+    """Our error (or Serve's backpressure) that a Ray task raised, without Ray's wrapper."""
+    from ray.exceptions import RayTaskError
+    from ray.serve.exceptions import BackPressureError
+
+    if isinstance(error, RayTaskError):
+        cause = error.as_instanceof_cause()
+        if isinstance(cause, VideogenError | BackPressureError):
+            return cause
+    return error

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from serve.errors import InvalidArgument, NotFound, ResourceExhausted
+from serve.errors import InvalidArgument, NotFound, QuotaExceeded
 from serve.events import GenerationSummary, Stage
 from serve.results import check_job_id
 
@@ -121,7 +121,7 @@ class JobBook:
         if existing is not None and existing in self.jobs:
             return self.jobs[existing], False
         if max_active is not None and self.active(owner) >= max_active:
-            raise ResourceExhausted(
+            raise QuotaExceeded(
                 f"caller {owner!r} is at its max_concurrent_jobs quota ({self.active(owner)} jobs "
                 "unfinished, plus any Generate calls); retry when one ends"
             )
@@ -218,6 +218,15 @@ class JobBook:
         counts = {state.value: 0 for state in JobState}
         for record in self.jobs.values():
             counts[record.state.value] += 1
+        return counts
+
+    def counts_by_model(self) -> dict[tuple[str, str], int]:
+        """(model, state) -> jobs, with every state of every model that has had a job (zeros too)."""
+        counts = {
+            (model, state.value): 0 for model in {r.model for r in self.jobs.values()} for state in JobState
+        }
+        for record in self.jobs.values():
+            counts[(record.model, record.state.value)] += 1
         return counts
 
     def expire(self, now: float | None = None) -> list[str]:
@@ -356,8 +365,8 @@ class JobStoreActor:
     def _export_counts(self) -> None:
         from serve.metrics import metrics
 
-        for state, count in self.book.counts().items():
-            metrics().jobs.set(count, tags={"state": state})
+        for (model, state), count in self.book.counts_by_model().items():
+            metrics().jobs.set(count, tags={"model": model, "state": state})
 
     async def wait(
         self, job_id: str, after_version: int, timeout_s: float, owner: str | None = None
@@ -372,16 +381,26 @@ class JobStoreActor:
         return self.book.get(job_id, owner)
 
 
-def job_store(directory: str, ttl_s: float = 86400.0, sweep_interval_s: float = 10.0) -> Any:
-    """The job store of this results directory, created on first use; it outlives Router replicas."""
+def job_store(
+    directory: str,
+    ttl_s: float = 86400.0,
+    sweep_interval_s: float = 10.0,
+    node_labels: dict[str, str] | None = None,
+) -> Any:
+    """The job store of this results directory, created on first use; it outlives Router replicas.
+
+    `node_labels`: the Ray node labels it must run on (applied by whichever caller creates it).
+    """
     import hashlib
 
     import ray
 
     actor_cls = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=1000)(JobStoreActor)
+    placement = {"label_selector": node_labels} if node_labels else {}
     return actor_cls.options(
         name=f"{STORE_NAME}-{hashlib.sha1(directory.encode()).hexdigest()[:10]}",
         namespace=STORE_NAMESPACE,
         lifetime="detached",
         get_if_exists=True,
+        **placement,
     ).remote(directory, ttl_s, sweep_interval_s)

@@ -9,11 +9,15 @@ Names follow Prometheus conventions (base units, counters end in `_total`).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 # Video jobs take from well under a second (tiny models) to an hour (720p long clips).
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
@@ -22,6 +26,7 @@ LOAD_BUCKETS_S = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200)
 # Ray stops exporting a worker's series once it has reported nothing for 120 s (RAY_WORKER_TIMEOUT_S):
 # gauges that change rarely are set again this often, so an idle service keeps its series.
 GAUGE_REFRESH_S = 5.0
+MEMORY_SAMPLE_PERIOD_S = 5.0
 
 PREFIX = "videogen_"
 RAY_PREFIX = "ray_"  # what Ray's metrics agent puts in front of every application metric
@@ -82,8 +87,23 @@ QUEUE_WAIT = MetricSpec(
 IN_FLIGHT = MetricSpec(
     "requests_in_flight",
     Kind.GAUGE,
-    "Requests admitted by a Router and not yet finished (running or queued), by model.",
+    "Requests a Router admitted and that have not finished, running or queued, by model (what admission "
+    "control counts against the model's capacity).",
     ("model",),
+)
+QUEUED = MetricSpec(
+    "requests_queued",
+    Kind.GAUGE,
+    "Generate calls a Router admitted that no model replica has started yet, by model (queued async jobs: "
+    'jobs{state="queued"}).',
+    ("model",),
+)
+QUOTA_REFUSALS = MetricSpec(
+    "quota_refusals_total",
+    Kind.COUNTER,
+    "Requests refused RESOURCE_EXHAUSTED because the caller was at its own quota (max_concurrent_jobs), "
+    "not because the service was full; requests_total counts them too.",
+    ("rpc", "model"),
 )
 MODEL_LOAD = MetricSpec(
     "model_load_seconds",
@@ -140,22 +160,45 @@ GENERATIONS = MetricSpec(
 JOBS = MetricSpec(
     "jobs",
     Kind.GAUGE,
-    "Async jobs by state (queued, running, succeeded, failed, cancelled), as the job store holds them.",
-    ("state",),
+    "Async jobs by model and state (queued, running, succeeded, failed, cancelled), as the job store holds "
+    "them.",
+    ("model", "state"),
     serve_labels=False,
 )
-DEVICE_MEMORY = MetricSpec(
-    "device_memory_bytes",
+# Memory: one metric per measure, for every process that holds a model's weights: a model replica (rank 0)
+# or each rank actor of a multi-GPU replica (ranks carry no Serve labels). `device` is the GPU's UUID
+# (GPU-...; DCGM's `UUID` label) or `cpu`, so a series joins with DCGM's and survives device renumbering.
+MEMORY_LABELS = ("model", "rank", "device")
+GPU_MEMORY_MEASURES = {
+    "allocated": "bytes torch has allocated on the GPU for this process",
+    "reserved": "bytes torch's caching allocator holds on the GPU for this process",
+    "peak": "most bytes torch had allocated on the GPU since the last generation started",
+    "used": "bytes in use on the whole GPU, every process (NVML)",
+    "total": "the GPU's memory (NVML)",
+}
+GPU_MEMORY = {
+    measure: MetricSpec(
+        f"gpu_memory_{measure}_bytes",
+        Kind.GAUGE,
+        f"GPU memory: {meaning}. Sampled every 5 s and after each generation.",
+        MEMORY_LABELS,
+        serve_labels=False,
+    )
+    for measure, meaning in GPU_MEMORY_MEASURES.items()
+}
+RESIDENT_MEMORY = MetricSpec(
+    "resident_memory_bytes",
     Kind.GAUGE,
-    "Memory of a model replica by device and kind: allocated, reserved, peak (torch.cuda), nvml_used, "
-    "nvml_total (NVML, whole GPU); on the CPU the process's resident bytes (device=cpu, kind=resident). "
-    "Sampled every 5 s and after each generation.",
-    ("model", "device", "kind"),
+    "Host memory resident in a model replica's (or rank's) process (device=cpu). Sampled every 5 s.",
+    MEMORY_LABELS,
+    serve_labels=False,
 )
+MEMORY_BY_MEASURE = {**GPU_MEMORY, "resident": RESIDENT_MEMORY}
+MEMORY_SPECS = tuple(MEMORY_BY_MEASURE.values())
 JOB_PEAK_MEMORY = MetricSpec(
     "last_job_peak_memory_bytes",
     Kind.GAUGE,
-    "Peak device memory of the last generation of a replica (what one clip costs).",
+    "Peak device memory of the last generation of a replica (what one clip costs); device as above.",
     ("model", "device"),
 )
 
@@ -164,6 +207,8 @@ SPECS: tuple[MetricSpec, ...] = (
     REQUEST_LATENCY,
     QUEUE_WAIT,
     IN_FLIGHT,
+    QUEUED,
+    QUOTA_REFUSALS,
     MODEL_LOAD,
     COLD_START,
     STEP_TIME,
@@ -173,7 +218,7 @@ SPECS: tuple[MetricSpec, ...] = (
     TRANSFORMER_FORWARDS,
     GENERATIONS,
     JOBS,
-    DEVICE_MEMORY,
+    *MEMORY_SPECS,
     JOB_PEAK_MEMORY,
 )
 
@@ -200,6 +245,8 @@ class Metrics:
         self.request_latency = _build(REQUEST_LATENCY)
         self.queue_wait = _build(QUEUE_WAIT)
         self.in_flight = _build(IN_FLIGHT)
+        self.queued = _build(QUEUED)
+        self.quota_refusals = _build(QUOTA_REFUSALS)
         self.model_load = _build(MODEL_LOAD)
         self.cold_start = _build(COLD_START)
         self.step_time = _build(STEP_TIME)
@@ -209,7 +256,7 @@ class Metrics:
         self.transformer_forwards = _build(TRANSFORMER_FORWARDS)
         self.generations = _build(GENERATIONS)
         self.jobs = _build(JOBS)
-        self.device_memory = _build(DEVICE_MEMORY)
+        self.memory = {spec.name: _build(spec) for spec in MEMORY_SPECS}
         self.job_peak_memory = _build(JOB_PEAK_MEMORY)
 
 
@@ -219,25 +266,50 @@ def metrics() -> Metrics:
     return Metrics()
 
 
-def device_memory_samples() -> list[tuple[str, str, float]]:
-    """(device, kind, bytes) for every device this process uses."""
+class MemorySample(NamedTuple):
+    """One reading: which metric (MEMORY_SPECS), of which device (GPU UUID or cpu), in bytes."""
+
+    spec: MetricSpec
+    device: str
+    value: float
+
+
+def gpu_uuid(index: int) -> str:
+    """`GPU-<uuid>` of torch's `cuda:index` (as nvidia-smi and DCGM name it)."""
     import torch
 
-    samples: list[tuple[str, str, float]] = []
+    uuid = str(torch.cuda.get_device_properties(index).uuid)
+    return uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+
+
+def device_label(device: Any) -> str:
+    """The `device` label of a torch device: the GPU's UUID, or `cpu`."""
+    if getattr(device, "type", "cpu") != "cuda":
+        return "cpu"
+    import torch
+
+    return gpu_uuid(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def memory_samples() -> list[MemorySample]:
+    """Every memory measure of this process: each visible GPU's, then the host's resident bytes."""
+    import torch
+
+    samples: list[MemorySample] = []
     if torch.cuda.is_available():
         for index in range(torch.cuda.device_count()):
-            device = f"cuda:{index}"
+            device = gpu_uuid(index)
             samples += [
-                (device, "allocated", torch.cuda.memory_allocated(index)),
-                (device, "reserved", torch.cuda.memory_reserved(index)),
-                (device, "peak", torch.cuda.max_memory_allocated(index)),
+                MemorySample(GPU_MEMORY["allocated"], device, torch.cuda.memory_allocated(index)),
+                MemorySample(GPU_MEMORY["reserved"], device, torch.cuda.memory_reserved(index)),
+                MemorySample(GPU_MEMORY["peak"], device, torch.cuda.max_memory_allocated(index)),
             ]
             samples += _nvml(index, device)
-    samples.append(("cpu", "resident", _resident_bytes()))
+    samples.append(MemorySample(RESIDENT_MEMORY, "cpu", _resident_bytes()))
     return samples
 
 
-def _nvml(index: int, device: str) -> list[tuple[str, str, float]]:
+def _nvml(index: int, device: str) -> list[MemorySample]:
     """Whole-device used/total bytes (every process on the GPU), from NVML or else the CUDA driver."""
     try:
         import pynvml
@@ -253,7 +325,7 @@ def _nvml(index: int, device: str) -> list[tuple[str, str, float]]:
             used = total - free
         except Exception:
             return []
-    return [(device, "nvml_used", used), (device, "nvml_total", total)]
+    return [MemorySample(GPU_MEMORY["used"], device, used), MemorySample(GPU_MEMORY["total"], device, total)]
 
 
 def _nvml_handle(pynvml: Any, index: int) -> Any:
@@ -272,7 +344,33 @@ def _resident_bytes() -> float:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def record_device_memory(model: str) -> None:
-    """Set the device memory gauges of this process for `model`."""
-    for device, kind, value in device_memory_samples():
-        metrics().device_memory.set(value, tags={"model": model, "device": device, "kind": kind})
+def record_memory(model: str, rank: int = 0) -> None:
+    """Set this process's memory gauges for `model` (rank: of a multi-GPU replica; 0 otherwise)."""
+    for sample in memory_samples():
+        metrics().memory[sample.spec.name].set(
+            sample.value, tags={"model": model, "rank": str(rank), "device": sample.device}
+        )
+
+
+def sample_memory_forever(
+    model: str, rank: int = 0, memory: bool = True, also: Callable[[], None] | None = None
+) -> threading.Thread:
+    """A daemon thread that records this process's memory (unless `memory` is False) and runs `also`
+    every MEMORY_SAMPLE_PERIOD_S; set once now as well."""
+
+    def sample() -> None:
+        if memory:
+            record_memory(model, rank)
+        if also is not None:
+            also()
+
+    def forever() -> None:
+        while True:
+            time.sleep(MEMORY_SAMPLE_PERIOD_S)
+            with contextlib.suppress(Exception):  # a failed sample must not end the sampling
+                sample()
+
+    sample()
+    thread = threading.Thread(target=forever, daemon=True, name="memory-metrics")
+    thread.start()
+    return thread

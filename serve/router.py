@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -26,7 +26,7 @@ from serve.auth import Authenticator, Caller
 from serve.catalog import get_spec
 from serve.cold_start import expected_cold_start
 from serve.config import MAX_CHUNK_BYTES, AppConfig
-from serve.errors import InvalidArgument, NotFound, ResourceExhausted, error_status
+from serve.errors import InvalidArgument, NotFound, QuotaExceeded, error_status, is_quota_refusal
 from serve.events import GenerationSummary, StreamItem
 from serve.jobs import JobRecord, job_store
 from serve.metrics import GAUGE_REFRESH_S, metrics
@@ -59,6 +59,8 @@ class Call:
         if code == "INTERNAL":
             log.exception("unexpected error in %s", self.rpc, exc_info=error)
         self.count(grpc.StatusCode[code])
+        if is_quota_refusal(error):
+            metrics().quota_refusals.inc(tags={"rpc": self.rpc, "model": self.model})
         if context is not None:
             context.set_code(grpc.StatusCode[code])
             context.set_details(message)
@@ -127,19 +129,25 @@ class Router:
         self.config = config
         self.models = models
         self.results = ResultStore(config.results_dir)
-        self.jobs = job_store(str(self.results.root / "jobs"), config.job_ttl_s, config.job_sweep_interval_s)
+        self.jobs = job_store(
+            str(self.results.root / "jobs"),
+            config.job_ttl_s,
+            config.job_sweep_interval_s,
+            config.job_store_node_labels,
+        )
         self.auth = Authenticator(config.auth)
         # Open Generate calls per caller in this replica: they count against max_concurrent_jobs.
         self.streams: Counter[str] = Counter()
         self.actor = _own_actor()
         self.pending: set[asyncio.Task] = set()
         self.admission = Admission(config.models)
+        self.queued: Counter[str] = Counter()  # admitted Generate calls no replica has started yet
         # Ended jobs never change again: answer GetJob/FetchVideo for them without the job store.
         self.ended: OrderedDict[str, JobRecord] = OrderedDict()
         threading.Thread(target=self._refresh_gauges, daemon=True, name="gauge-refresh").start()
 
     def _refresh_gauges(self) -> None:
-        """Set every model's in-flight gauge again and again: Ray drops series that are left unset."""
+        """Set every model's in-flight and queued gauges again and again: Ray drops series left unset."""
         while True:
             for model in self.admission.limits:
                 with contextlib.suppress(Exception):
@@ -178,7 +186,7 @@ class Router:
                 position = self.streams[caller.name]
                 active = await self.jobs.active.remote(caller.name)
                 if position + active > limit:
-                    raise ResourceExhausted(
+                    raise QuotaExceeded(
                         f"caller {caller.name!r} is at its max_concurrent_jobs quota ({limit}): "
                         f"{active} jobs unfinished, {position - 1} Generate calls open; retry when one ends"
                     )
@@ -193,6 +201,25 @@ class Router:
 
     def _set_in_flight(self, model: str) -> None:
         metrics().in_flight.set(self.admission.in_flight[model], tags={"model": model})
+        metrics().queued.set(self.queued[model], tags={"model": model})
+
+    @contextlib.contextmanager
+    def _waiting(self, model: str) -> Iterator[Callable[[], None]]:
+        """Count a Generate call as queued until the returned `started()` is called (or it ends)."""
+        waiting = True
+
+        def started() -> None:
+            nonlocal waiting
+            if waiting:
+                waiting = False
+                self.queued[model] -= 1
+                self._set_in_flight(model)
+
+        self.queued[model] += 1
+        try:
+            yield started
+        finally:
+            started()
 
     async def _job(self, job_id: str, caller: Caller) -> JobRecord:
         """The caller's job; another caller's is NOT_FOUND, as if it did not exist."""
@@ -224,9 +251,9 @@ class Router:
         generation = self._request(request.params)
         try:
             async with self._generate_quota(caller):
-                with self.admission.slot(generation.model):
+                with self.admission.slot(generation.model), self._waiting(generation.model) as started:
                     self._set_in_flight(generation.model)
-                    async for response in self._generate(generation, received):
+                    async for response in self._generate(generation, received, started):
                         yield response
         finally:
             self._set_in_flight(generation.model)
@@ -235,13 +262,14 @@ class Router:
         )
 
     async def _generate(
-        self, generation: GenerationRequest, received: float
+        self, generation: GenerationRequest, received: float, started: Callable[[], None]
     ) -> AsyncIterator[pb.GenerateResponse]:
         yield pb.GenerateResponse(progress=pb.Progress(stage=pb.STAGE_QUEUED))
         stream = self.models[generation.model].options(stream=True).generate.remote(generation, received)
         queue_s = 0.0
         item: StreamItem
         async for item in stream:
+            started()  # a replica sends its first item once it has started the request
             if item.queue_seconds is not None:
                 queue_s = item.queue_seconds
             for event in item.events:

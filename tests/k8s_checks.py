@@ -121,6 +121,7 @@ class PodGroup:
     labels: dict[str, str]
     annotations: dict[str, str]
     ray_start_params: dict[str, str]
+    ray_labels: dict[str, str] = field(default_factory=dict)  # the group's `labels`: Ray node labels
     min_replicas: int = 1
     max_replicas: int = 1
     serves_traffic: bool = True
@@ -207,6 +208,7 @@ def pod_groups(rayservice: Obj) -> list[PodGroup]:
                 labels=labels,
                 annotations=metadata.get("annotations", {}),
                 ray_start_params=group.get("rayStartParams", {}),
+                ray_labels=group.get("labels", {}),
                 min_replicas=group.get("minReplicas", 1),
                 max_replicas=group.get("maxReplicas", 1),
                 serves_traffic=serves,
@@ -575,6 +577,37 @@ def placement_problems(rayservice: Obj, device_gpus: bool) -> list[str]:
     return problems
 
 
+def label_problems(rayservice: Obj) -> list[str]:
+    """The Router, the job store and every model select exactly one worker group by Ray node labels.
+
+    A model's group must also be the one whose videogen.io/models annotation lists it (sized for it):
+    unlabelled, a 1-GPU replica could take the 4-GPU pod that HunyuanVideo's placement group needs.
+    """
+    problems = []
+    _, apps = serve_apps(rayservice)
+    groups = workers(rayservice)
+    for app in apps:
+        actors = [
+            ("the Router", app.router.node_labels, None),
+            ("the job store", app.job_store_node_labels, None),
+        ]
+        actors += [(f"model {m.name}", m.node_labels, m.name) for m in app.models]
+        for who, selector, model in actors:
+            chosen = [g for g in groups if all(g.ray_labels.get(k) == v for k, v in selector.items())]
+            if not selector or len(chosen) != 1:
+                names = ", ".join(g.name for g in chosen) or "none"
+                problems.append(
+                    f"{ref(rayservice)}: {who} has node labels {selector} that select {len(chosen)} worker "
+                    f"groups ({names}); they must select exactly one"
+                )
+            elif model is not None and model not in chosen[0].models():
+                problems.append(
+                    f"{ref(rayservice)}: model {model}'s node labels select worker group {chosen[0].name}, "
+                    f"whose {MODELS_ANNOTATION} annotation does not list it"
+                )
+    return problems
+
+
 def volume_problems(objects: list[Obj], rayservice: Obj) -> list[str]:
     """Claimed PVCs and ConfigMaps exist; results_dir and HF_HOME sit on persistent volumes."""
     problems = []
@@ -744,6 +777,7 @@ CROSS_CHECKS: list[Callable[[list[Obj], Obj, bool], list[str]]] = [
     lambda objects, rs, gpus: podmonitor_problems(objects, rs),
     lambda objects, rs, gpus: gpu_problems(rs, gpus),
     lambda objects, rs, gpus: placement_problems(rs, gpus),
+    lambda objects, rs, gpus: label_problems(rs),
     lambda objects, rs, gpus: volume_problems(objects, rs),
     lambda objects, rs, gpus: gateway_problems(objects, rs),
     lambda objects, rs, gpus: security_problems(rs),

@@ -7,6 +7,7 @@ budget (configured on this application's model).
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from serve.api import pb
 from serve.auth import generate_key, hash_key
 from serve.client import VideogenClient
 from serve.config import AppConfig
+from serve.metrics import QUOTA_REFUSALS
+from tests.integration.cluster import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -159,6 +162,27 @@ def test_a_key_over_its_concurrent_job_quota_is_resource_exhausted(secure):
         assert alice.wait(running.job_id, timeout=60).state == pb.JOB_STATE_CANCELLED
         done = alice.submit(params())
         assert alice.wait(done.job_id, timeout=60).state == pb.JOB_STATE_SUCCEEDED
+
+
+def test_quota_refusals_are_counted_apart_from_the_services_own_refusals(service, secure):
+    with secure.client("alice") as alice:
+        running = alice.submit(params(steps=LONG_STEPS))
+        try:
+            with pytest.raises(grpc.RpcError):
+                alice.submit(params())
+        finally:
+            alice.cancel(running.job_id)
+
+    def refusals() -> float:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=10).read()
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.decode().splitlines()
+            if line.startswith(QUOTA_REFUSALS.exported + "{") and 'rpc="SubmitJob"' in line
+        )
+
+    # Counted as RESOURCE_EXHAUSTED in requests_total too; the error alert subtracts these.
+    assert wait_until(refusals, 30, what="ray_videogen_quota_refusals_total") >= 1
 
 
 def test_the_router_enforces_the_frames_times_resolution_budget(secure):

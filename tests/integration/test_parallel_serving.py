@@ -6,6 +6,8 @@ A second Serve application next to the session's `videogen` app: the same builde
 
 from __future__ import annotations
 
+import re
+import urllib.request
 from collections.abc import Iterator
 
 import grpc
@@ -15,7 +17,9 @@ import ray
 from parallel.group import RANK_NAMESPACE
 from serve.api import pb
 from serve.config import AppConfig
+from serve.metrics import RESIDENT_MEMORY
 from serve.video import probe_mp4
+from tests.integration.cluster import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +71,29 @@ def rank_actor(rank: int):
     ]
     name = next(n for n in names if n.startswith("rank-hunyuanvideo-") and n.endswith(f"rank{rank}"))
     return ray.get_actor(name, namespace=RANK_NAMESPACE)
+
+
+def memory_series(metrics_port: int) -> dict[tuple[str, str], float]:
+    """(rank, device) -> value of hunyuanvideo's resident-memory series on Ray's metrics endpoint."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(RESIDENT_MEMORY.exported + "{") and 'model="hunyuanvideo"' in line:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            found[(labels["rank"], labels["device"])] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def test_each_rank_exports_its_own_memory_labelled_by_rank_and_device(service, client):
+    client.generate(params(num_inference_steps=2), timeout=120)  # the group is up and has run
+    series = wait_until(
+        lambda: (found := memory_series(service.metrics_port)) and len(found) >= 2 and found,
+        60,
+        what="per-rank memory series",
+    )
+    # On the CPU each rank's device is the host (on a GPU: its GPU's UUID, plus the gpu_memory_* series).
+    assert {key for key in series} >= {("0", "cpu"), ("1", "cpu")}
+    assert all(value > 100e6 for value in series.values())  # each a process holding the transformer
 
 
 def test_a_two_rank_replica_streams_progress_and_returns_a_valid_mp4(client):

@@ -29,6 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 BIN = Path(sys.executable).parent
 LOCAL = REPO / "configs" / "local.yaml"
 CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # Ray's default temp dir
+POOL = {"videogen.io/pool": "local"}
 
 
 def test_serve_run_deploys_the_generated_config_on_a_ray_cluster(tmp_path: Path) -> None:
@@ -37,9 +38,16 @@ def test_serve_run_deploys_the_generated_config_on_a_ray_cluster(tmp_path: Path)
         capture_output=True, text=True, timeout=120, cwd=REPO,
     )  # fmt: skip
     assert written.returncode == 0, written.stderr[-2000:]
+    # Placed by node labels as on Kubernetes (configs/production-gpu.yaml): every actor selects the pool
+    # that this one node carries, so a selector Serve or Ray rejected or could not satisfy would show.
+    deploy = yaml.safe_load(written.stdout)
+    args = deploy["applications"][0]["args"]
+    args["job_store_node_labels"] = args["router"]["node_labels"] = POOL
+    for model in args["models"]:
+        model["node_labels"] = POOL
     config_path = tmp_path / "serve-config.yaml"
-    config_path.write_text(written.stdout)
-    grpc_port = yaml.safe_load(written.stdout)["grpc_options"]["port"]
+    config_path.write_text(yaml.safe_dump(deploy, sort_keys=False))
+    grpc_port = deploy["grpc_options"]["port"]
     assert grpc_port == ServeConfig.from_file(LOCAL).grpc_port
 
     gcs_port = free_port()
@@ -50,6 +58,7 @@ def test_serve_run_deploys_the_generated_config_on_a_ray_cluster(tmp_path: Path)
     head = BackgroundProcess(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs_port}",
          "--node-ip-address=127.0.0.1", "--num-cpus=16", "--num-gpus=2", "--include-dashboard=false",
+         "--labels=" + ",".join(f"{key}={value}" for key, value in POOL.items()),
          "--disable-usage-stats", f"--metrics-export-port={free_port()}",
          f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
          f"--ray-client-server-port={free_port()}", f"--runtime-env-agent-port={free_port()}"],

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from bench.loadgen import DEVICE_MEMORY, FRAMES, _Progress, parse_metrics
+from bench.loadgen import FRAMES, MEMORY, _Progress, parse_metrics
 from bench.report import PLOTS, markdown, plot, summarize_run
 from bench.workload import WORKLOADS, LoadSpec, Workload, conditioning_image
 from serve.api import pb
@@ -68,16 +68,19 @@ def test_parse_metrics_keeps_the_sampled_series_and_replica_labels():
             "# TYPE ray_videogen_frames_generated_total counter",
             'ray_videogen_frames_generated_total{Component="core_worker",WorkerId="ab12",model="svd",'
             'NodeAddress="10.0.0.1",otel_scope_name="x"} 27.0',
-            'ray_videogen_device_memory_bytes{WorkerId="ab12",device="cpu",kind="resident",'
-            'model="svd"} 6.1e+08',
+            'ray_videogen_resident_memory_bytes{WorkerId="ab12",device="cpu",rank="0",model="svd"} 6.1e+08',
+            'ray_videogen_gpu_memory_peak_bytes{device="GPU-5f1c",rank="1",model="hunyuanvideo"} 2.0e+10',
             'ray_videogen_requests_total{model="svd"} 3.0',
             "ray_node_cpu_count 2",
         ]
     )
     rows = parse_metrics(text)
-    assert [r["name"] for r in rows] == [FRAMES, DEVICE_MEMORY]
+    resident, peak = "ray_videogen_resident_memory_bytes", "ray_videogen_gpu_memory_peak_bytes"
+    assert [r["name"] for r in rows] == [FRAMES, resident, peak]
+    assert (MEMORY[resident], MEMORY[peak]) == ("resident", "peak")
     assert rows[0]["labels"] == {"model": "svd", "NodeAddress": "10.0.0.1", "WorkerId": "ab12"}
     assert rows[1]["value"] == 6.1e8
+    assert rows[2]["labels"] == {"model": "hunyuanvideo", "rank": "1", "device": "GPU-5f1c"}
 
 
 def test_stage_times_come_from_the_replicas_progress_clock():

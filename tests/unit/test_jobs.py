@@ -96,3 +96,30 @@ def test_expired_jobs_are_forgotten(tmp_path):
     assert book.expire(now=record.created_at + 5) == []
     assert book.expire(now=book.get(record.job_id).finished_at + 11) == [record.job_id]
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_an_owner_at_its_quota_is_refused_as_a_quota_refusal_even_through_ray():
+    from ray.exceptions import RayTaskError
+
+    from serve.errors import QuotaExceeded, ResourceExhausted, error_status, is_quota_refusal
+
+    book = JobBook()
+    book.create("svd", owner="alice", max_active=1)
+    with pytest.raises(QuotaExceeded) as refused:
+        book.create("svd", owner="alice", max_active=1)
+    assert error_status(refused.value)[0] == "RESOURCE_EXHAUSTED"
+    # As the Router sees it: raised in the job store actor, wrapped by Ray.
+    wrapped = RayTaskError("create", "traceback", refused.value)
+    assert is_quota_refusal(refused.value) and is_quota_refusal(wrapped)
+    assert not is_quota_refusal(ResourceExhausted("model 'svd' is at capacity"))
+
+
+def test_job_counts_are_by_model_and_state_with_zeros_for_a_model_seen():
+    book = JobBook()
+    record, _ = book.create("svd")
+    book.start(record.job_id)
+    book.create("animatediff")
+    counts = book.counts_by_model()
+    assert counts[("svd", "running")] == 1 and counts[("svd", "queued")] == 0
+    assert counts[("animatediff", "queued")] == 1
+    assert {model for model, _ in counts} == {"svd", "animatediff"}

@@ -256,6 +256,13 @@ def _too_few_gpu_1x_pods(rs: Obj) -> None:
     worker_spec(rs, "gpu-1x")["maxReplicas"] = 5
 
 
+def _relabel_group(group: str, pool: str) -> Change:
+    def change(rs: Obj) -> None:
+        worker_spec(rs, group)["labels"] = {"videogen.io/pool": pool}
+
+    return change
+
+
 RS = "RayService/videogen"
 G1, G4 = (f"spec.rayClusterConfig.workerGroupSpecs[{worker_index('gpu', g)}]" for g in ("gpu-1x", "gpu-4x"))
 
@@ -367,6 +374,21 @@ BROKEN: list[tuple[str, str, str | None, Change, list[str]]] = [
         [
             f"{RS}: spec.upgradeStrategy.type is 'None'; "
             "use one of ('NewCluster', 'NewClusterWithIncrementalUpgrade')"
+        ],
+    ),
+    (
+        "two worker groups with the same pool label",
+        "RayService",
+        None,
+        _relabel_group("gpu-4x", "gpu-1x"),
+        [
+            f"{RS}: model {model} has node labels {{'videogen.io/pool': 'gpu-1x'}} that select 2 worker "
+            "groups (gpu-1x, gpu-4x); they must select exactly one"
+            for model in ("cogvideox-5b", "cogvideox-2b", "cogvideox-5b-i2v", "svd-xt")
+        ]
+        + [
+            f"{RS}: model hunyuanvideo has node labels {{'videogen.io/pool': 'gpu-4x'}} that select 0 worker "
+            "groups (none); they must select exactly one"
         ],
     ),
     (

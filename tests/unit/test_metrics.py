@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from serve import metrics as metrics_module
-from serve.metrics import LATENCY_BUCKETS_S, SPECS, Kind, Metrics, device_memory_samples
+from serve.metrics import LATENCY_BUCKETS_S, RESIDENT_MEMORY, SPECS, Kind, Metrics, memory_samples
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -27,7 +27,9 @@ def test_names_follow_prometheus_conventions() -> None:
 
 
 def test_every_spec_becomes_one_metric_object_with_its_name_labels_and_buckets() -> None:
-    built = {obj.info["name"]: obj.info for obj in vars(Metrics()).values()}
+    attributes = vars(Metrics()).values()
+    objects = [o for a in attributes for o in (a.values() if isinstance(a, dict) else [a])]
+    built = {obj.info["name"]: obj.info for obj in objects}
 
     assert set(built) == {"videogen_" + spec.name for spec in SPECS}
     for spec in SPECS:
@@ -41,10 +43,10 @@ def test_latency_buckets_span_sub_second_to_an_hour() -> None:
 
 
 def test_cpu_sample_is_the_process_resident_size() -> None:
-    samples = {(device, kind): value for device, kind, value in device_memory_samples()}
+    samples = {(sample.device, sample.spec): sample.value for sample in memory_samples()}
     rss = psutil.Process().memory_info().rss
 
-    assert samples[("cpu", "resident")] == pytest.approx(rss, rel=0.2)
+    assert samples[("cpu", RESIDENT_MEMORY)] == pytest.approx(rss, rel=0.2)
 
 
 class FakeNvml:
@@ -97,7 +99,11 @@ def test_without_nvml_the_driver_reports_used_and_total(monkeypatch: pytest.Monk
     monkeypatch.setattr(builtins, "__import__", no_pynvml)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index: (30, 80))
 
-    assert metrics_module._nvml(0, "cuda:0") == [("cuda:0", "nvml_used", 50), ("cuda:0", "nvml_total", 80)]
+    used, total = metrics_module.GPU_MEMORY["used"], metrics_module.GPU_MEMORY["total"]
+    assert metrics_module._nvml(0, "GPU-aa") == [
+        metrics_module.MemorySample(used, "GPU-aa", 50),
+        metrics_module.MemorySample(total, "GPU-aa", 80),
+    ]
 
 
 def test_readme_documents_every_metric_with_its_type_and_labels() -> None:
@@ -116,12 +122,26 @@ def test_readme_documents_every_metric_with_its_type_and_labels() -> None:
         assert set(re.findall(r"`(\w+)`", labels)) == set(spec.labels), spec.exported
 
 
-def test_record_device_memory_sets_one_gauge_per_sample(monkeypatch: pytest.MonkeyPatch) -> None:
-    recorded: list[tuple[float, dict[str, str]]] = []
-    fake = SimpleNamespace(device_memory=SimpleNamespace(set=lambda v, tags: recorded.append((v, tags))))
+def test_record_memory_sets_the_gauge_of_each_measure_by_rank_and_device(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    recorded: list[tuple[str, float, dict[str, str]]] = []
+
+    def gauge(name: str) -> SimpleNamespace:
+        return SimpleNamespace(set=lambda v, tags: recorded.append((name, v, tags)))
+
+    fake = SimpleNamespace(memory={spec.name: gauge(spec.name) for spec in metrics_module.MEMORY_SPECS})
     monkeypatch.setattr(metrics_module, "metrics", lambda: fake)
-    monkeypatch.setattr(metrics_module, "device_memory_samples", lambda: [("cpu", "resident", 7.0)])
+    peak = metrics_module.GPU_MEMORY["peak"]
+    samples = [
+        metrics_module.MemorySample(RESIDENT_MEMORY, "cpu", 7.0),
+        metrics_module.MemorySample(peak, "GPU-5f1c", 9.0),
+    ]
+    monkeypatch.setattr(metrics_module, "memory_samples", lambda: samples)
 
-    metrics_module.record_device_memory("svd")
+    metrics_module.record_memory("hunyuanvideo", rank=1)
 
-    assert recorded == [(7.0, {"model": "svd", "device": "cpu", "kind": "resident"})]
+    assert recorded == [
+        ("resident_memory_bytes", 7.0, {"model": "hunyuanvideo", "rank": "1", "device": "cpu"}),
+        ("gpu_memory_peak_bytes", 9.0, {"model": "hunyuanvideo", "rank": "1", "device": "GPU-5f1c"}),
+    ]
