@@ -652,6 +652,121 @@ def volume_problems(objects: list[Obj], rayservice: Obj) -> list[str]:
     return problems
 
 
+# Who may reach which named port of a Ray pod from outside the Ray pods: by the namespace label
+# `videogen.io/access` of the caller (k8s/base/networkpolicy.yaml). Ports not listed: nobody.
+ACCESS_LABEL = "videogen.io/access"
+ADMITTED_PORTS = {
+    "serve": {"gateway"},
+    "serve-grpc": {"gateway"},
+    "metrics": {"monitoring"},
+    "as-metrics": {"monitoring"},
+    "dash-metrics": {"monitoring"},
+    "dashboard": {"kuberay"},
+}
+
+
+def network_problems(objects: list[Obj], rayservice: Obj) -> list[str]:
+    """Every Ray pod is under a NetworkPolicy that opens each port only to whom ADMITTED_PORTS says.
+
+    Ray pods may reach each other on every port; a rule that admits anyone else on every port, or a
+    namespace on a port not meant for it (the dashboard, Ray Client's 10001), is a problem.
+    """
+    problems = []
+    policies = find(objects, "NetworkPolicy")
+    ray_groups = pod_groups(rayservice)
+    for group in ray_groups:
+        governing = [p for p in policies if selects(p["spec"]["podSelector"], group.labels)]
+        if not governing:
+            problems.append(
+                f"{ref(rayservice)}: {group.path}: no NetworkPolicy selects the {group.name} pods"
+            )
+            continue
+        ports = group.ports()
+        for policy in governing:
+            for i, rule in enumerate(policy["spec"].get("ingress", [])):
+                where = f"{ref(policy)}: spec.ingress[{i}]"
+                peers = rule.get("from", [])
+                ray_only = peers and all(
+                    "namespaceSelector" not in peer
+                    and "ipBlock" not in peer
+                    and any(selects(peer.get("podSelector", {}), g.labels) for g in ray_groups)
+                    and all(
+                        g.node_type in ("head", "worker")
+                        for g in ray_groups
+                        if selects(peer.get("podSelector", {}), g.labels)
+                    )
+                    for peer in peers
+                )
+                if ray_only:
+                    continue
+                if not rule.get("ports"):
+                    problems.append(f"{where} admits {peers or 'everyone'} on every port of the Ray pods")
+                    continue
+                callers = {
+                    peer.get("namespaceSelector", {}).get("matchLabels", {}).get(ACCESS_LABEL, "<any>")
+                    for peer in peers
+                } or {"<any>"}
+                for port in rule["ports"]:
+                    name = port.get("port")
+                    if isinstance(name, int):
+                        name = next((n for n, number in ports.items() if number == name), str(name))
+                    allowed = ADMITTED_PORTS.get(name, set())
+                    if not callers <= allowed:
+                        problems.append(
+                            f"{where} opens port {name} of the Ray pods to {sorted(callers)}; only "
+                            f"{sorted(allowed) or 'the Ray pods'} may reach it"
+                        )
+    return problems
+
+
+def fault_tolerance_problems(objects: list[Obj], rayservice: Obj) -> list[str]:
+    """GCS fault tolerance on a Redis of the manifests, token auth, shm sized to the object store, and
+    volume ownership changed only on a mismatch."""
+    problems = []
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    address = cluster.get("gcsFaultToleranceOptions", {}).get("redisAddress", "")
+    host, _, port = address.rpartition(":")
+    services = {o["metadata"]["name"]: o for o in find(objects, "Service")}
+    service = services.get(host)
+    if service is None or not any(str(p["port"]) == port for p in service["spec"].get("ports", [])):
+        problems.append(
+            f"{ref(rayservice)}: spec.rayClusterConfig.gcsFaultToleranceOptions.redisAddress {address!r} is "
+            f"not a Service port of the manifests ({sorted(services)})"
+        )
+    elif not any(
+        selects(
+            {"matchLabels": service["spec"].get("selector", {})}, s["spec"]["template"]["metadata"]["labels"]
+        )
+        for s in find(objects, "StatefulSet")
+    ):
+        problems.append(f"{ref(service)}: selects no StatefulSet's pods (the Redis of GCS fault tolerance)")
+    if cluster.get("authOptions", {}).get("mode") != "token":
+        problems.append(f"{ref(rayservice)}: spec.rayClusterConfig.authOptions.mode must be token")
+    for group in pod_groups(rayservice):
+        where = f"{ref(rayservice)}: {group.path}"
+        if group.spec.get("securityContext", {}).get("fsGroupChangePolicy") != "OnRootMismatch":
+            problems.append(f"{where}: securityContext.fsGroupChangePolicy must be OnRootMismatch")
+        shm = next((v for path, v in group.mounts() if path == "/dev/shm"), None)
+        store = group.ray_start_params.get("object-store-memory")
+        limit = (shm or {}).get("emptyDir", {}).get("sizeLimit")
+        if shm is None or store is None or limit is None or memory_bytes(limit) != int(store):
+            problems.append(
+                f"{where}: object-store-memory {store} must equal the /dev/shm volume's sizeLimit {limit}: "
+                "Ray keeps its object store there"
+            )
+    return problems
+
+
+def memory_bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity (2Gi, 512Mi, 1G, 1073741824) in bytes."""
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "K": 10**3, "M": 10**6, "G": 10**9}
+    text = str(quantity)
+    for unit, factor in units.items():
+        if text.endswith(unit):
+            return int(float(text[: -len(unit)]) * factor)
+    return int(text)
+
+
 def gateway_problems(objects: list[Obj], rayservice: Obj) -> list[str]:
     """GRPCRoutes attach to a TLS-terminating listener and reach Serve's gRPC port for known services."""
     problems = []
@@ -780,6 +895,8 @@ CROSS_CHECKS: list[Callable[[list[Obj], Obj, bool], list[str]]] = [
     lambda objects, rs, gpus: label_problems(rs),
     lambda objects, rs, gpus: volume_problems(objects, rs),
     lambda objects, rs, gpus: gateway_problems(objects, rs),
+    lambda objects, rs, gpus: network_problems(objects, rs),
+    lambda objects, rs, gpus: fault_tolerance_problems(objects, rs),
     lambda objects, rs, gpus: security_problems(rs),
 ]
 

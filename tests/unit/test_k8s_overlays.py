@@ -392,6 +392,55 @@ BROKEN: list[tuple[str, str, str | None, Change, list[str]]] = [
         ],
     ),
     (
+        "the dashboard opened to the gateway's namespace",
+        "NetworkPolicy",
+        "videogen-ray",
+        lambda policy: policy["spec"]["ingress"][1]["ports"].append({"port": "dashboard", "protocol": "TCP"}),
+        [
+            "NetworkPolicy/videogen-ray: spec.ingress[1] opens port dashboard of the Ray pods to "
+            "['gateway']; only ['kuberay'] may reach it"
+        ]
+        * 4,  # once per Ray pod group it governs: head, cpu, gpu-1x, gpu-4x
+    ),
+    (
+        "a rule open to everyone",
+        "NetworkPolicy",
+        "videogen-ray",
+        lambda policy: policy["spec"]["ingress"].append({}),
+        ["NetworkPolicy/videogen-ray: spec.ingress[4] admits everyone on every port of the Ray pods"] * 4,
+    ),
+    (
+        "GCS fault tolerance pointing at no Redis",
+        "RayService",
+        None,
+        lambda rs: rs["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"].__setitem__(
+            "redisAddress", "redis:6379"
+        ),
+        [
+            f"{RS}: spec.rayClusterConfig.gcsFaultToleranceOptions.redisAddress 'redis:6379' is not a "
+            "Service port of the manifests (['videogen-redis'])"  # KubeRay makes the Serve service
+        ],
+    ),
+    (
+        "no token authentication",
+        "RayService",
+        None,
+        lambda rs: rs["spec"]["rayClusterConfig"].pop("authOptions"),
+        [f"{RS}: spec.rayClusterConfig.authOptions.mode must be token"],
+    ),
+    (
+        "object store larger than its shared memory",
+        "RayService",
+        None,
+        lambda rs: worker_spec(rs, "gpu-1x")["rayStartParams"].__setitem__(
+            "object-store-memory", "34359738368"
+        ),
+        [
+            f"{RS}: {G1}: object-store-memory 34359738368 must equal the /dev/shm volume's sizeLimit 16Gi: "
+            "Ray keeps its object store there"
+        ],
+    ),
+    (
         "worker group too small for the models' max_replicas",
         "RayService",
         None,
