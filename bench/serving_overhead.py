@@ -91,7 +91,7 @@ def fetch_throughput(client, results_dir: str) -> dict:
     from serve.jobs import job_store
     from serve.results import ResultStore
 
-    store = job_store(str(Path(results_dir).resolve() / "jobs"))
+    store = job_store(str(Path(results_dir).resolve()))
     record, _ = ray.get(store.create.remote(MODEL))
     ray.get(store.start.remote(record.job_id))
     data = os.urandom(VIDEO_MB * 1024 * 1024)

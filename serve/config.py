@@ -326,6 +326,19 @@ class RouterOptions(BaseModel):
     )
 
 
+class JobStoreOptions(BaseModel):
+    """Where async jobs are kept (serve/job_records.py) and where the job store actor runs."""
+
+    redis_url: str | None = Field(
+        None,
+        pattern=r"^rediss?://",
+        description="keep job records, idempotency keys and progress in this Redis (redis://host:port/db): "
+        "jobs then survive the job store, the Routers and a new Ray cluster; unset: in the job store's "
+        "process, ended ones on the results volume (unfinished ones are lost with it)",
+    )
+    node_labels: NodeLabels = Field(default_factory=dict, description="Ray node labels it must run on")
+
+
 class AppConfig(BaseModel):
     """Everything `build_app` needs; also the `args` of the Serve config for `serve deploy`."""
 
@@ -337,9 +350,7 @@ class AppConfig(BaseModel):
         10.0, gt=0, description="how often unfinished jobs are checked for a dead Router or replica"
     )
     auth: AuthOptions = Field(default_factory=AuthOptions, description="API keys (off: no authentication)")
-    job_store_node_labels: NodeLabels = Field(
-        default_factory=dict, description="Ray node labels the job store actor must run on"
-    )
+    job_store: JobStoreOptions = Field(default_factory=lambda: JobStoreOptions())
 
     @field_validator("models")
     @classmethod

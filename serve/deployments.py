@@ -20,7 +20,7 @@ from ray.serve import Application
 from serve.admission import capacity
 from serve.catalog import Task, get_spec
 from serve.cold_start import record_cold_start
-from serve.config import ROUTER_DEPLOYMENT, AppConfig, ModelDeployment
+from serve.config import ROUTER_DEPLOYMENT, AppConfig, JobStoreOptions, ModelDeployment
 from serve.engine import Engine
 from serve.errors import Cancelled, error_status
 from serve.events import EncodedVideo, GenerationSummary, ProgressCallback, ProgressEvent, Stage, StreamItem
@@ -88,7 +88,7 @@ class ModelServer:
         results_dir: str,
         job_ttl_s: float,
         job_sweep_interval_s: float = 10.0,
-        job_store_node_labels: dict[str, str] | None = None,
+        job_store_options: JobStoreOptions | None = None,
     ) -> None:
         began = time.perf_counter()
         self.model = model
@@ -100,8 +100,9 @@ class ModelServer:
         self.engine.load()
         self.warmup_seconds = self._warm_up() if model.compile is not None else 0.0
         self.results = ResultStore(results_dir)
+        options = job_store_options or JobStoreOptions()
         self.jobs = job_store(
-            str(self.results.root / "jobs"), job_ttl_s, job_sweep_interval_s, job_store_node_labels
+            str(self.results.root), job_ttl_s, job_sweep_interval_s, options.node_labels, options.redis_url
         )
         # The job store watches this actor while it runs a job: if the process dies, the job fails.
         self.actor = ray.get_runtime_context().current_actor
@@ -347,7 +348,7 @@ def build_app_with(config: AppConfig | dict, model_server_cls: type) -> Applicat
             config.results_dir,
             config.job_ttl_s,
             config.job_sweep_interval_s,
-            config.job_store_node_labels,
+            config.job_store,
         )
         for model in config.models
     }

@@ -1,4 +1,4 @@
-"""Job records, kept outside any Router replica: a named, detached Ray actor persisted to disk."""
+"""Jobs, kept outside any Router replica: the state machine, and the named detached Ray actor sharing it."""
 
 from __future__ import annotations
 
@@ -8,57 +8,21 @@ import logging
 import re
 import time
 import uuid
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from serve.errors import InvalidArgument, NotFound, QuotaExceeded
 from serve.events import GenerationSummary, Stage
-from serve.results import check_job_id
+from serve.job_records import TERMINAL_STATES, JobRecord, JobState, job_storage
+from serve.results import ResultStore, check_job_id
+
+__all__ = ["TERMINAL_STATES", "JobBook", "JobRecord", "JobState", "JobStoreActor", "job_store"]
 
 STORE_NAME = "videogen-job-store"
+JOBS_SUBDIR = "jobs"  # under the results directory: the local storage's ended jobs
 STORE_NAMESPACE = "videogen"
 HOLDER_PING_TIMEOUT_S = 10.0
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-
-class JobState(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
-
-
-class JobRecord(BaseModel):
-    """Everything GetJob reports about one job."""
-
-    job_id: str
-    model: str
-    state: JobState = JobState.QUEUED
-    stage: Stage = Stage.QUEUED
-    step: int = 0
-    total_steps: int = 0
-    elapsed_seconds: float = 0.0
-    error: str = ""
-    error_code: str = ""
-    created_at: float
-    started_at: float = 0.0
-    finished_at: float = 0.0
-    idempotency_key: str = ""
-    owner: str = ""
-    summary: GenerationSummary | None = None
-    cancel_requested: bool = False
-    version: int = 0
-
-    @property
-    def ended(self) -> bool:
-        return self.state in TERMINAL_STATES
 
 
 def check_idempotency_key(key: str) -> str:
@@ -68,39 +32,26 @@ def check_idempotency_key(key: str) -> str:
 
 
 class JobBook:
-    """The job state machine; the actor below shares it across replicas, tests use it directly."""
+    """The job state machine over a JobStorage; the actor below shares it across replicas, tests use it
+    directly. `directory`: where the local storage writes ended jobs; `redis_url`: keep them in Redis."""
 
-    def __init__(self, directory: str | Path | None = None, ttl_s: float = 86400.0) -> None:
-        self.jobs: dict[str, JobRecord] = {}
-        self.by_key: dict[tuple[str, str], str] = {}
+    def __init__(
+        self, directory: str | Path | None = None, ttl_s: float = 86400.0, redis_url: str | None = None
+    ) -> None:
+        self.storage = job_storage(directory, redis_url)
         # Unfinished job -> the actor answerable for it: the Router that queued it, then the replica
         # running it. In memory only: the sweep fails a job whose holder died (see `orphan`).
         self.holders: dict[str, Any] = {}
         self.ttl_s = ttl_s
-        self.directory = Path(directory) if directory else None
-        if self.directory:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            for path in self.directory.glob("*.json"):
-                self._remember(JobRecord.model_validate_json(path.read_text()))
-
-    def _remember(self, record: JobRecord) -> None:
-        self.jobs[record.job_id] = record
-        if record.idempotency_key:
-            self.by_key[(record.owner, record.idempotency_key)] = record.job_id
-
-    def _persist(self, record: JobRecord) -> None:
-        if self.directory:
-            tmp = self.directory / f".{record.job_id}.tmp"
-            tmp.write_text(record.model_dump_json())
-            tmp.replace(self.directory / f"{record.job_id}.json")
 
     def _update(self, record: JobRecord, **changes: Any) -> JobRecord:
+        was = record.state
         for name, value in changes.items():
             setattr(record, name, value)
         record.version += 1
         if record.ended:
             self.holders.pop(record.job_id, None)
-            self._persist(record)
+        self.storage.save(record, was)
         return record
 
     def create(
@@ -117,9 +68,9 @@ class JobBook:
         `holder`: the actor that will hand the job to a replica (the sweep watches it).
         """
         check_idempotency_key(idempotency_key)
-        existing = self.by_key.get((owner, idempotency_key)) if idempotency_key else None
-        if existing is not None and existing in self.jobs:
-            return self.jobs[existing], False
+        existing = self.storage.key_holder(owner, idempotency_key) if idempotency_key else None
+        if existing is not None and (record := self.storage.get(existing)) is not None:
+            return record, False
         if max_active is not None and self.active(owner) >= max_active:
             raise QuotaExceeded(
                 f"caller {owner!r} is at its max_concurrent_jobs quota ({self.active(owner)} jobs "
@@ -132,17 +83,19 @@ class JobBook:
             idempotency_key=idempotency_key,
             owner=owner,
         )
-        self._remember(record)
+        stored = self.storage.create(record)
+        if stored != record.job_id:  # another job store took the key first
+            return self.get(stored), False
         if holder is not None:
             self.holders[record.job_id] = holder
         return record, True
 
     def active(self, owner: str) -> int:
         """Unfinished (queued or running) jobs of `owner`."""
-        return sum(1 for r in self.jobs.values() if r.owner == owner and not r.ended)
+        return self.storage.active(owner)
 
     def get(self, job_id: str, owner: str | None = None) -> JobRecord:
-        record = self.jobs.get(check_job_id(job_id))
+        record = self.storage.get(check_job_id(job_id))
         if record is None or (owner is not None and record.owner != owner):
             raise NotFound(f"job {job_id} does not exist")
         return record
@@ -201,7 +154,14 @@ class JobBook:
 
     def held(self) -> list[tuple[str, Any]]:
         """(job id, holder) of every unfinished job that has one."""
-        return [(job_id, holder) for job_id, holder in self.holders.items() if not self.jobs[job_id].ended]
+        held = []
+        for job_id, holder in list(self.holders.items()):
+            record = self.storage.get(job_id)
+            if record is None or record.ended:
+                self.holders.pop(job_id, None)  # ended elsewhere (another job store, an expiry)
+            else:
+                held.append((job_id, holder))
+        return held
 
     def orphan(self, job_id: str, holder: Any) -> JobRecord:
         """Fail a job whose holder died, unless the job has since ended or moved to another holder."""
@@ -216,30 +176,21 @@ class JobBook:
 
     def counts(self) -> dict[str, int]:
         counts = {state.value: 0 for state in JobState}
-        for record in self.jobs.values():
-            counts[record.state.value] += 1
+        for (_, state), count in self.storage.counts_by_model().items():
+            counts[state] += count
         return counts
 
     def counts_by_model(self) -> dict[tuple[str, str], int]:
         """(model, state) -> jobs, with every state of every model that has had a job (zeros too)."""
-        counts = {
-            (model, state.value): 0 for model in {r.model for r in self.jobs.values()} for state in JobState
-        }
-        for record in self.jobs.values():
-            counts[(record.model, record.state.value)] += 1
-        return counts
+        return self.storage.counts_by_model()
 
     def expire(self, now: float | None = None) -> list[str]:
-        """Forget ended jobs older than the TTL; returns their ids (their videos go too)."""
-        now = now or time.time()
-        expired = [r.job_id for r in self.jobs.values() if r.ended and now - r.finished_at > self.ttl_s]
-        for job_id in expired:
-            record = self.jobs.pop(job_id)
-            self.by_key.pop((record.owner, record.idempotency_key), None)
-            self.holders.pop(job_id, None)
-            if self.directory:
-                (self.directory / f"{job_id}.json").unlink(missing_ok=True)
-        return expired
+        """Forget ended jobs older than the TTL; returns their ids (the caller deletes their videos)."""
+        expired = self.storage.ended_before((now or time.time()) - self.ttl_s)
+        for record in expired:
+            self.storage.delete(record)
+            self.holders.pop(record.job_id, None)
+        return [record.job_id for record in expired]
 
 
 async def holder_is_dead(holder: Any, timeout_s: float = HOLDER_PING_TIMEOUT_S) -> bool:
@@ -263,8 +214,11 @@ class JobStoreActor:
     (with the Router alive, its `_dispatch` records the failure at once).
     """
 
-    def __init__(self, directory: str, ttl_s: float, sweep_interval_s: float = 10.0) -> None:
-        self.book = JobBook(directory, ttl_s)
+    def __init__(
+        self, results_dir: str, ttl_s: float, sweep_interval_s: float = 10.0, redis_url: str | None = None
+    ) -> None:
+        self.results = ResultStore(results_dir)
+        self.book = JobBook(self.results.root / JOBS_SUBDIR, ttl_s, redis_url)
         self.changed = asyncio.Condition()
         self.sweep_interval_s = sweep_interval_s
         self.sweeper: asyncio.Task | None = None
@@ -290,7 +244,10 @@ class JobStoreActor:
                 logging.getLogger(__name__).exception("job sweep failed")
 
     async def sweep(self) -> list[str]:
-        """Fail the unfinished jobs whose holder died; returns their ids."""
+        """Fail the unfinished jobs whose holder died (returns their ids); forget the expired ended
+        jobs and delete their videos."""
+        for job_id in self.book.expire():
+            self.results.delete(job_id)
         held = self.book.held()
         dead = await asyncio.gather(*(holder_is_dead(holder) for _, holder in held))
         failed = []
@@ -382,25 +339,32 @@ class JobStoreActor:
 
 
 def job_store(
-    directory: str,
+    results_dir: str,
     ttl_s: float = 86400.0,
     sweep_interval_s: float = 10.0,
     node_labels: dict[str, str] | None = None,
+    redis_url: str | None = None,
 ) -> Any:
     """The job store of this results directory, created on first use; it outlives Router replicas.
 
-    `node_labels`: the Ray node labels it must run on (applied by whichever caller creates it).
+    `node_labels`: the Ray node labels it must run on; `redis_url`: keep the records in Redis (both
+    applied by whichever caller creates it).
     """
     import hashlib
 
     import ray
 
-    actor_cls = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=1000)(JobStoreActor)
+    # Restarted whenever it dies; a call in flight then is sent again to the new process (its records
+    # are in Redis, or lost with it for the local storage). A retried `create` may leave one extra
+    # QUEUED record without a holder, which nobody dispatches and the caller never sees.
+    actor_cls = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3, max_concurrency=1000)(
+        JobStoreActor
+    )
     placement = {"label_selector": node_labels} if node_labels else {}
     return actor_cls.options(
-        name=f"{STORE_NAME}-{hashlib.sha1(directory.encode()).hexdigest()[:10]}",
+        name=f"{STORE_NAME}-{hashlib.sha1(results_dir.encode()).hexdigest()[:10]}",
         namespace=STORE_NAMESPACE,
         lifetime="detached",
         get_if_exists=True,
         **placement,
-    ).remote(directory, ttl_s, sweep_interval_s)
+    ).remote(results_dir, ttl_s, sweep_interval_s, redis_url)

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 import urllib.parse
@@ -26,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from serve.loopback_server import LoopbackServer
 from serve.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,7 +108,7 @@ def scrape_config(
     }
 
 
-class PrometheusServer:
+class PrometheusServer(LoopbackServer):
     """One Prometheus process on 127.0.0.1:port with its TSDB under `directory`."""
 
     def __init__(
@@ -120,7 +120,6 @@ class PrometheusServer:
         self.config_path = directory / "prometheus.yml"
         self.config_path.write_text(yaml.safe_dump(scrape_config(targets, rule_files, interval)))
         self.log_path = directory / "prometheus.log"
-        self.process: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 60) -> PrometheusServer:
         """Start the server and wait until it reports ready."""
@@ -128,8 +127,7 @@ class PrometheusServer:
         result = promtool("check", "config", str(self.config_path))
         if result.returncode != 0:
             raise RuntimeError(f"bad Prometheus config:\n{result.stdout}{result.stderr}")
-        log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
+        self.spawn(
             [
                 binary,
                 f"--config.file={self.config_path}",
@@ -137,12 +135,8 @@ class PrometheusServer:
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--storage.tsdb.retention.time=1h",
                 "--log.level=warn",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: Ctrl-C of the tests does not orphan it
+            ]
         )
-        log.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -155,25 +149,6 @@ class PrometheusServer:
             time.sleep(0.2)
         self.stop()
         raise TimeoutError(f"prometheus not ready in {timeout_s} s:\n{self.log()}")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-    def __enter__(self) -> PrometheusServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def api(self, path: str, params: dict[str, str] | None = None) -> Any:
         """The `data` of a /api/v1 answer; raises on an error answer."""

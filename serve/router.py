@@ -130,10 +130,11 @@ class Router:
         self.models = models
         self.results = ResultStore(config.results_dir)
         self.jobs = job_store(
-            str(self.results.root / "jobs"),
+            str(self.results.root),
             config.job_ttl_s,
             config.job_sweep_interval_s,
-            config.job_store_node_labels,
+            config.job_store.node_labels,
+            config.job_store.redis_url,
         )
         self.auth = Authenticator(config.auth)
         # Open Generate calls per caller in this replica: they count against max_concurrent_jobs.

@@ -589,7 +589,7 @@ def label_problems(rayservice: Obj) -> list[str]:
     for app in apps:
         actors = [
             ("the Router", app.router.node_labels, None),
-            ("the job store", app.job_store_node_labels, None),
+            ("the job store", app.job_store.node_labels, None),
         ]
         actors += [(f"model {m.name}", m.node_labels, m.name) for m in app.models]
         for who, selector, model in actors:

@@ -57,4 +57,4 @@ def job_record(results_dir: Path, job_id: str) -> Any:
 
     from serve.jobs import job_store
 
-    return ray.get(job_store(str(Path(results_dir).resolve() / "jobs")).get.remote(job_id))
+    return ray.get(job_store(str(Path(results_dir).resolve())).get.remote(job_id))

@@ -42,7 +42,8 @@ def test_serve_run_deploys_the_generated_config_on_a_ray_cluster(tmp_path: Path)
     # that this one node carries, so a selector Serve or Ray rejected or could not satisfy would show.
     deploy = yaml.safe_load(written.stdout)
     args = deploy["applications"][0]["args"]
-    args["job_store_node_labels"] = args["router"]["node_labels"] = POOL
+    args["job_store"] = {"node_labels": POOL}
+    args["router"]["node_labels"] = POOL
     for model in args["models"]:
         model["node_labels"] = POOL
     config_path = tmp_path / "serve-config.yaml"

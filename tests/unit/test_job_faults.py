@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from ray.exceptions import ActorDiedError
@@ -61,7 +62,7 @@ def test_jobs_are_invisible_to_other_owners():
     for call in (lambda: book.get(job.job_id, "bob"), lambda: book.cancel(job.job_id, "bob")):
         with pytest.raises(NotFound):
             call()
-    assert book.jobs[job.job_id].state is JobState.QUEUED
+    assert book.get(job.job_id).state is JobState.QUEUED
 
 
 def test_a_queued_job_whose_router_died_fails_with_a_reason():
@@ -115,7 +116,8 @@ def test_the_store_sweep_fails_exactly_the_jobs_of_dead_holders(tmp_path):
         running_dead, _ = await store.create("svd", holder=alive)
         await store.start(running_dead.job_id, holder=dead)
         failed = await store.sweep()
-        states = {job_id: store.book.jobs[job_id].state for job_id in store.book.jobs}
+        ids = (queued_alive.job_id, queued_dead.job_id, running_dead.job_id)
+        states = {job_id: store.book.get(job_id).state for job_id in ids}
         store.sweeper.cancel()
         return failed, states | {"ids": (queued_alive.job_id, queued_dead.job_id, running_dead.job_id)}
 
@@ -124,3 +126,28 @@ def test_the_store_sweep_fails_exactly_the_jobs_of_dead_holders(tmp_path):
     assert sorted(failed) == sorted([queued_dead, running_dead])
     assert states[queued_alive] is JobState.QUEUED
     assert states[queued_dead] is states[running_dead] is JobState.FAILED
+
+
+def test_the_sweep_expires_ended_jobs_past_the_ttl_and_deletes_their_videos(tmp_path, redis_server):
+    from serve.results import ResultStore
+
+    async def scenario(redis_url: str | None) -> tuple[bool, bool, bool]:
+        store = JobStoreActor(str(tmp_path), ttl_s=0.2, sweep_interval_s=3600, redis_url=redis_url)
+        old, _ = await store.create("svd")
+        await store.start(old.job_id)
+        await store.succeed(old.job_id, summary())
+        ResultStore(tmp_path).put(old.job_id, b"video", "video/mp4")
+        time.sleep(0.3)
+        young, _ = await store.create("svd")  # unfinished: never expires
+        await store.sweep()
+        store.sweeper.cancel()
+        gone = not (tmp_path / f"{old.job_id}.mp4").exists()
+        try:
+            await store.get(old.job_id)
+            forgotten = False
+        except NotFound:
+            forgotten = True
+        return forgotten, gone, (await store.get(young.job_id)).state is JobState.QUEUED
+
+    assert asyncio.run(scenario(None)) == (True, True, True)
+    assert asyncio.run(scenario(redis_server.url)) == (True, True, True)

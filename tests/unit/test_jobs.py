@@ -1,4 +1,5 @@
-"""The job state machine: transitions, idempotency, cancellation, persistence."""
+"""The job state machine over both storages (this process, and a real Redis on loopback): transitions,
+idempotency, cancellation, persistence, expiry."""
 
 from __future__ import annotations
 
@@ -10,8 +11,25 @@ from serve.jobs import JobBook, JobState
 from tests.support import summary
 
 
-def test_job_runs_from_queued_to_succeeded():
-    book = JobBook()
+@pytest.fixture(params=["local", "redis"])
+def new_book(request, tmp_path):
+    """A factory of JobBooks over one storage: this process (ended jobs in tmp_path) or a fresh Redis db."""
+    redis_url = None
+    if request.param == "redis":
+        import redis
+
+        redis_url = request.getfixturevalue("redis_server").url
+        redis.Redis.from_url(redis_url).flushdb()
+
+    def make(ttl_s: float = 86400.0) -> JobBook:
+        return JobBook(tmp_path, ttl_s, redis_url)
+
+    make.storage = request.param
+    return make
+
+
+def test_job_runs_from_queued_to_succeeded(new_book):
+    book = new_book()
     record, created = book.create("svd")
     assert created and record.state is JobState.QUEUED
     assert book.start(record.job_id)
@@ -21,33 +39,33 @@ def test_job_runs_from_queued_to_succeeded():
     assert final.state is JobState.SUCCEEDED and final.step == 1 and final.summary == summary(video_bytes=10)
 
 
-def test_same_idempotency_key_returns_the_existing_job():
-    book = JobBook()
+def test_same_idempotency_key_returns_the_existing_job(new_book):
+    book = new_book()
     first, _ = book.create("svd", "order-17")
     again, created = book.create("svd", "order-17")
     assert not created and again.job_id == first.job_id
     assert book.create("svd", "order-18")[0].job_id != first.job_id
 
 
-def test_idempotency_keys_are_scoped_by_owner():
-    book = JobBook()
+def test_idempotency_keys_are_scoped_by_owner(new_book):
+    book = new_book()
     assert book.create("svd", "k", owner="a")[0].job_id != book.create("svd", "k", owner="b")[0].job_id
 
 
-def test_invalid_idempotency_key_is_rejected():
+def test_invalid_idempotency_key_is_rejected(new_book):
     with pytest.raises(InvalidArgument, match="idempotency_key"):
-        JobBook().create("svd", "../../etc/passwd")
+        new_book().create("svd", "../../etc/passwd")
 
 
-def test_cancelling_a_queued_job_ends_it_and_it_never_starts():
-    book = JobBook()
+def test_cancelling_a_queued_job_ends_it_and_it_never_starts(new_book):
+    book = new_book()
     record, _ = book.create("svd")
     assert book.cancel(record.job_id).state is JobState.CANCELLED
     assert book.start(record.job_id) is False
 
 
-def test_cancelling_a_running_job_asks_it_to_stop_at_the_next_step():
-    book = JobBook()
+def test_cancelling_a_running_job_asks_it_to_stop_at_the_next_step(new_book):
+    book = new_book()
     record, _ = book.create("svd")
     book.start(record.job_id)
     assert book.cancel(record.job_id).state is JobState.RUNNING
@@ -55,55 +73,88 @@ def test_cancelling_a_running_job_asks_it_to_stop_at_the_next_step():
     assert book.fail(record.job_id, "CANCELLED", "cancelled after step 2").state is JobState.CANCELLED
 
 
-def test_ended_jobs_do_not_change_again():
-    book = JobBook()
+def test_ended_jobs_do_not_change_again(new_book):
+    book = new_book()
     record, _ = book.create("svd")
     book.start(record.job_id)
     book.fail(record.job_id, "INTERNAL", "boom")
     assert book.succeed(record.job_id, summary()).state is JobState.FAILED
 
 
-def test_unknown_and_malformed_job_ids():
-    book = JobBook()
+def test_unknown_and_malformed_job_ids(new_book):
+    book = new_book()
     with pytest.raises(NotFound):
         book.get("0" * 32)
     with pytest.raises(InvalidArgument, match="job_id"):
         book.get("../x")
 
 
-def test_other_owners_cannot_see_a_job():
-    book = JobBook()
+def test_other_owners_cannot_see_a_job(new_book):
+    book = new_book()
     record, _ = book.create("svd", owner="alice")
     with pytest.raises(NotFound):
         book.get(record.job_id, owner="mallory")
 
 
-def test_ended_jobs_survive_a_restart_of_the_store(tmp_path):
-    book = JobBook(tmp_path)
+def test_ended_jobs_survive_a_restart_of_the_store(new_book):
+    book = new_book()
     record, _ = book.create("svd", "key-1")
     book.start(record.job_id)
     book.succeed(record.job_id, summary(video_bytes=3))
-    reopened = JobBook(tmp_path)
+    reopened = new_book()
     assert reopened.get(record.job_id).state is JobState.SUCCEEDED
     assert reopened.create("svd", "key-1")[0].job_id == record.job_id
 
 
-def test_expired_jobs_are_forgotten(tmp_path):
-    book = JobBook(tmp_path, ttl_s=10)
-    record, _ = book.create("svd")
+def test_expired_jobs_are_forgotten_with_their_key_and_counts(new_book, tmp_path):
+    book = new_book(ttl_s=10)
+    record, _ = book.create("svd", "key-9")
     book.start(record.job_id)
     book.fail(record.job_id, "INTERNAL", "x")
     assert book.expire(now=record.created_at + 5) == []
     assert book.expire(now=book.get(record.job_id).finished_at + 11) == [record.job_id]
+    with pytest.raises(NotFound):
+        book.get(record.job_id)
+    assert book.counts()["failed"] == 0
+    assert book.create("svd", "key-9")[1]  # the key is free again
     assert not list(tmp_path.glob("*.json"))
 
 
-def test_an_owner_at_its_quota_is_refused_as_a_quota_refusal_even_through_ray():
+def test_unfinished_jobs_and_keys_survive_a_new_store_only_in_redis(new_book):
+    book = new_book()
+    record, _ = book.create("svd", "key-2", owner="alice")
+    book.start(record.job_id)
+    book.progress(record.job_id, Stage.DENOISING, 3, 8, 2.0)
+    reopened = new_book()  # the job store restarted, or a new Ray cluster on the same Redis
+    if new_book.storage == "local":
+        with pytest.raises(NotFound):  # the local storage keeps only ended jobs on disk
+            reopened.get(record.job_id)
+        return
+    found = reopened.get(record.job_id)
+    assert (found.state, found.step) == (JobState.RUNNING, 3)
+    assert reopened.create("svd", "key-2", owner="alice") == (found, False)
+    assert reopened.active("alice") == 1
+    reopened.succeed(record.job_id, summary())
+    assert book.get(record.job_id).state is JobState.SUCCEEDED and book.active("alice") == 0
+
+
+def test_two_stores_on_one_redis_give_one_job_per_idempotency_key(redis_server, tmp_path):
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushdb()
+    old, new = JobBook(tmp_path, redis_url=redis_server.url), JobBook(tmp_path, redis_url=redis_server.url)
+    first, created = old.create("svd", "nightly", owner="bob")
+    again, created_again = new.create("svd", "nightly", owner="bob")
+    assert created and not created_again and again.job_id == first.job_id
+    assert new.counts_by_model()[("svd", "queued")] == 1
+
+
+def test_an_owner_at_its_quota_is_refused_as_a_quota_refusal_even_through_ray(new_book):
     from ray.exceptions import RayTaskError
 
     from serve.errors import QuotaExceeded, ResourceExhausted, error_status, is_quota_refusal
 
-    book = JobBook()
+    book = new_book()
     book.create("svd", owner="alice", max_active=1)
     with pytest.raises(QuotaExceeded) as refused:
         book.create("svd", owner="alice", max_active=1)
@@ -114,8 +165,8 @@ def test_an_owner_at_its_quota_is_refused_as_a_quota_refusal_even_through_ray():
     assert not is_quota_refusal(ResourceExhausted("model 'svd' is at capacity"))
 
 
-def test_job_counts_are_by_model_and_state_with_zeros_for_a_model_seen():
-    book = JobBook()
+def test_job_counts_are_by_model_and_state_with_zeros_for_a_model_seen(new_book):
+    book = new_book()
     record, _ = book.create("svd")
     book.start(record.job_id)
     book.create("animatediff")

@@ -1,0 +1,242 @@
+"""Job records and the two places they are kept: this process (ended ones on disk) or Redis.
+
+`JobBook` (serve/jobs.py) runs the job state machine over a `JobStorage`. `LocalJobStorage` keeps records
+in memory and writes ended ones to the results volume: the embedded default, which needs no server,
+loses unfinished jobs with its process. `RedisJobStorage` keeps every record, idempotency key, per-owner
+active set, count and expiry index in Redis, so jobs survive the job-store process, the Router and a
+new Ray cluster pointed at the same Redis (production; KubeRay's GCS fault tolerance uses that Redis
+too). Each change of a record is one MULTI/EXEC transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from serve.events import GenerationSummary, Stage
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+class JobRecord(BaseModel):
+    """Everything GetJob reports about one job."""
+
+    job_id: str
+    model: str
+    state: JobState = JobState.QUEUED
+    stage: Stage = Stage.QUEUED
+    step: int = 0
+    total_steps: int = 0
+    elapsed_seconds: float = 0.0
+    error: str = ""
+    error_code: str = ""
+    created_at: float
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    idempotency_key: str = ""
+    owner: str = ""
+    summary: GenerationSummary | None = None
+    cancel_requested: bool = False
+    version: int = 0
+
+    @property
+    def ended(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+class JobStorage(Protocol):
+    """Where JobBook keeps records; `save` is told the state a record had, to keep indexes and counts."""
+
+    def get(self, job_id: str) -> JobRecord | None: ...
+
+    def save(self, record: JobRecord, was: JobState | None) -> None: ...
+
+    def key_holder(self, owner: str, key: str) -> str | None: ...
+
+    def create(self, record: JobRecord) -> str:
+        """Store a new record; with an idempotency key already held, store nothing and return the
+        holder's job id (else the record's own)."""
+        ...
+
+    def active(self, owner: str) -> int: ...
+
+    def counts_by_model(self) -> dict[tuple[str, str], int]: ...
+
+    def ended_before(self, when: float) -> list[JobRecord]: ...
+
+    def delete(self, record: JobRecord) -> None: ...
+
+
+def _zero_counts(models: Iterable[str]) -> dict[tuple[str, str], int]:
+    return {(model, state.value): 0 for model in models for state in JobState}
+
+
+class LocalJobStorage:
+    """Records in this process; ended ones also as JSON files in `directory`, read back at start."""
+
+    def __init__(self, directory: str | Path | None = None) -> None:
+        self.jobs: dict[str, JobRecord] = {}
+        self.by_key: dict[tuple[str, str], str] = {}
+        self.directory = Path(directory) if directory else None
+        if self.directory:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            for path in self.directory.glob("*.json"):
+                self._remember(JobRecord.model_validate_json(path.read_text()))
+
+    def _remember(self, record: JobRecord) -> None:
+        self.jobs[record.job_id] = record
+        if record.idempotency_key:
+            self.by_key[(record.owner, record.idempotency_key)] = record.job_id
+
+    def get(self, job_id: str) -> JobRecord | None:
+        return self.jobs.get(job_id)
+
+    def save(self, record: JobRecord, was: JobState | None) -> None:
+        self.jobs[record.job_id] = record
+        if record.ended and self.directory:
+            tmp = self.directory / f".{record.job_id}.tmp"
+            tmp.write_text(record.model_dump_json())
+            tmp.replace(self.directory / f"{record.job_id}.json")
+
+    def key_holder(self, owner: str, key: str) -> str | None:
+        job_id = self.by_key.get((owner, key))
+        return job_id if job_id in self.jobs else None
+
+    def create(self, record: JobRecord) -> str:
+        if record.idempotency_key and (held := self.key_holder(record.owner, record.idempotency_key)):
+            return held
+        self._remember(record)
+        return record.job_id
+
+    def active(self, owner: str) -> int:
+        return sum(1 for r in self.jobs.values() if r.owner == owner and not r.ended)
+
+    def counts_by_model(self) -> dict[tuple[str, str], int]:
+        counts = _zero_counts({r.model for r in self.jobs.values()})
+        for record in self.jobs.values():
+            counts[(record.model, record.state.value)] += 1
+        return counts
+
+    def ended_before(self, when: float) -> list[JobRecord]:
+        return [r for r in self.jobs.values() if r.ended and r.finished_at < when]
+
+    def delete(self, record: JobRecord) -> None:
+        self.jobs.pop(record.job_id, None)
+        self.by_key.pop((record.owner, record.idempotency_key), None)
+        if self.directory:
+            (self.directory / f"{record.job_id}.json").unlink(missing_ok=True)
+
+
+class RedisJobStorage:
+    """Records in Redis under `prefix`: one JSON value per job plus the indexes JobBook asks about."""
+
+    def __init__(self, url: str, prefix: str = "videogen:jobs") -> None:
+        import redis
+
+        self.redis = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10)
+        self.prefix = prefix
+
+    def _job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def _key(self, owner: str, key: str) -> str:
+        return f"{self.prefix}:key:{owner}:{key}"
+
+    def _active(self, owner: str) -> str:
+        return f"{self.prefix}:active:{owner}"
+
+    @property
+    def _counts(self) -> str:
+        return f"{self.prefix}:counts"
+
+    @property
+    def _ended(self) -> str:
+        return f"{self.prefix}:ended"
+
+    @staticmethod
+    def _count_field(model: str, state: str) -> str:
+        return f"{model}\x1f{state}"
+
+    def get(self, job_id: str) -> JobRecord | None:
+        data = self.redis.get(self._job(job_id))
+        return None if data is None else JobRecord.model_validate_json(data)
+
+    def save(self, record: JobRecord, was: JobState | None) -> None:
+        with self.redis.pipeline(transaction=True) as tx:
+            self._write(tx, record, was)
+            tx.execute()
+
+    def _write(self, tx: Any, record: JobRecord, was: JobState | None) -> None:
+        tx.set(self._job(record.job_id), record.model_dump_json())
+        if was is not record.state:
+            if was is not None:
+                tx.hincrby(self._counts, self._count_field(record.model, was.value), -1)
+            tx.hincrby(self._counts, self._count_field(record.model, record.state.value), 1)
+        if record.ended:
+            tx.srem(self._active(record.owner), record.job_id)
+            tx.zadd(self._ended, {record.job_id: record.finished_at or time.time()})
+        else:
+            tx.sadd(self._active(record.owner), record.job_id)
+
+    def key_holder(self, owner: str, key: str) -> str | None:
+        held = self.redis.get(self._key(owner, key))
+        if held is None:
+            return None
+        job_id = held.decode()
+        return job_id if self.redis.exists(self._job(job_id)) else None
+
+    def create(self, record: JobRecord) -> str:
+        if record.idempotency_key:
+            # The key is taken atomically: two job stores (an old and a new cluster) cannot both win.
+            key = self._key(record.owner, record.idempotency_key)
+            if not self.redis.set(key, record.job_id, nx=True):
+                holder = self.key_holder(record.owner, record.idempotency_key)
+                if holder is not None:
+                    return holder
+                self.redis.set(key, record.job_id)  # the holder expired: the key is free again
+        self.save(record, None)
+        return record.job_id
+
+    def active(self, owner: str) -> int:
+        return int(self.redis.scard(self._active(owner)))
+
+    def counts_by_model(self) -> dict[tuple[str, str], int]:
+        raw = self.redis.hgetall(self._counts)
+        counts = _zero_counts({field.decode().split("\x1f")[0] for field in raw})
+        for field, value in raw.items():
+            model, state = field.decode().split("\x1f")
+            counts[(model, state)] = int(value)
+        return counts
+
+    def ended_before(self, when: float) -> list[JobRecord]:
+        ids = [job_id.decode() for job_id in self.redis.zrangebyscore(self._ended, "-inf", f"({when}")]
+        return [record for job_id in ids if (record := self.get(job_id)) is not None]
+
+    def delete(self, record: JobRecord) -> None:
+        with self.redis.pipeline(transaction=True) as tx:
+            tx.delete(self._job(record.job_id))
+            if record.idempotency_key:
+                tx.delete(self._key(record.owner, record.idempotency_key))
+            tx.srem(self._active(record.owner), record.job_id)
+            tx.zrem(self._ended, record.job_id)
+            tx.hincrby(self._counts, self._count_field(record.model, record.state.value), -1)
+            tx.execute()
+
+
+def job_storage(directory: str | Path | None, redis_url: str | None) -> JobStorage:
+    """Redis when a URL is given, else this process with ended jobs in `directory`."""
+    return RedisJobStorage(redis_url) if redis_url else LocalJobStorage(directory)
