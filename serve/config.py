@@ -346,6 +346,13 @@ class AppConfig(BaseModel):
     router: RouterOptions = Field(default_factory=RouterOptions)
     results_dir: str = Field("var/results", description="directory (shared by all nodes) for finished videos")
     job_ttl_s: float = Field(86400.0, gt=0, description="how long finished jobs and videos are kept")
+    job_max_attempts: int = Field(
+        2,
+        ge=1,
+        le=10,
+        description="times a job is run when the model replica running it dies (1: never run again); "
+        "the video of a job is written once, whichever attempt finishes",
+    )
     job_sweep_interval_s: float = Field(
         10.0, gt=0, description="how often unfinished jobs are checked for a dead Router or replica"
     )

@@ -97,3 +97,10 @@ def _unwrapped(error: BaseException) -> BaseException:
         if isinstance(cause, VideogenError | BackPressureError):
             return cause
     return error
+
+
+def replica_died(error: BaseException) -> bool:
+    """Whether a call to a model replica failed because the replica's process died (not its own error)."""
+    from ray.exceptions import RayActorError
+
+    return isinstance(error, RayActorError)

@@ -51,6 +51,7 @@ class JobRecord(BaseModel):
     owner: str = ""
     summary: GenerationSummary | None = None
     cancel_requested: bool = False
+    attempts: int = 0  # runs started: a job whose replica died is queued again (job_max_attempts)
     version: int = 0
 
     @property

@@ -42,6 +42,8 @@ class JobBook:
         # Unfinished job -> the actor answerable for it: the Router that queued it, then the replica
         # running it. In memory only: the sweep fails a job whose holder died (see `orphan`).
         self.holders: dict[str, Any] = {}
+        # Unfinished job -> the Router that dispatched it, which requeues or fails it if its replica dies.
+        self.dispatchers: dict[str, Any] = {}
         self.ttl_s = ttl_s
 
     def _update(self, record: JobRecord, **changes: Any) -> JobRecord:
@@ -51,6 +53,7 @@ class JobBook:
         record.version += 1
         if record.ended:
             self.holders.pop(record.job_id, None)
+            self.dispatchers.pop(record.job_id, None)
         self.storage.save(record, was)
         return record
 
@@ -87,7 +90,7 @@ class JobBook:
         if stored != record.job_id:  # another job store took the key first
             return self.get(stored), False
         if holder is not None:
-            self.holders[record.job_id] = holder
+            self.holders[record.job_id] = self.dispatchers[record.job_id] = holder
         return record, True
 
     def active(self, owner: str) -> int:
@@ -110,7 +113,30 @@ class JobBook:
             return False
         if holder is not None:
             self.holders[job_id] = holder
-        self._update(record, state=JobState.RUNNING, stage=Stage.PREPARING, started_at=time.time())
+        self._update(
+            record,
+            state=JobState.RUNNING,
+            stage=Stage.PREPARING,
+            started_at=time.time(),
+            attempts=record.attempts + 1,
+        )
+        return True
+
+    def requeue(self, job_id: str, reason: str, max_attempts: int, holder: Any = None) -> bool:
+        """Queue a job whose replica died again, unless it ended, was cancelled or used its attempts.
+
+        Returns whether it was queued again (the caller dispatches it). A job that used its attempts is
+        failed here with `reason` and the count.
+        """
+        record = self.get(job_id)
+        if record.ended or record.cancel_requested:
+            return False
+        if record.attempts >= max_attempts:
+            self.fail(job_id, "UNAVAILABLE", f"{reason} (attempt {record.attempts} of {max_attempts})")
+            return False
+        if holder is not None:
+            self.holders[job_id] = holder
+        self._update(record, state=JobState.QUEUED, stage=Stage.QUEUED, step=0, elapsed_seconds=0.0)
         return True
 
     def progress(self, job_id: str, stage: Stage, step: int, total_steps: int, elapsed: float) -> bool:
@@ -190,6 +216,7 @@ class JobBook:
         for record in expired:
             self.storage.delete(record)
             self.holders.pop(record.job_id, None)
+            self.dispatchers.pop(record.job_id, None)
         return [record.job_id for record in expired]
 
 
@@ -252,7 +279,12 @@ class JobStoreActor:
         dead = await asyncio.gather(*(holder_is_dead(holder) for _, holder in held))
         failed = []
         for (job_id, holder), is_dead in zip(held, dead, strict=True):
-            if is_dead and self.book.orphan(job_id, holder).state is JobState.FAILED:
+            if not is_dead:
+                continue
+            dispatcher = self.book.dispatchers.get(job_id)
+            if dispatcher not in (None, holder) and not await holder_is_dead(dispatcher):
+                continue  # its Router saw the replica die: it runs the job again or fails it
+            if self.book.orphan(job_id, holder).state is JobState.FAILED:
                 failed.append(job_id)
         if failed:
             await self._notify()
@@ -313,6 +345,11 @@ class JobStoreActor:
         record = self.book.fail(job_id, code, error)
         await self._changed()
         return record
+
+    async def requeue(self, job_id: str, reason: str, max_attempts: int, holder: Any = None) -> bool:
+        queued = self.book.requeue(job_id, reason, max_attempts, holder)
+        await self._changed()
+        return queued
 
     async def cancel(self, job_id: str, owner: str | None = None) -> JobRecord:
         record = self.book.cancel(job_id, owner)

@@ -26,7 +26,14 @@ from serve.auth import Authenticator, Caller
 from serve.catalog import get_spec
 from serve.cold_start import expected_cold_start
 from serve.config import MAX_CHUNK_BYTES, AppConfig
-from serve.errors import InvalidArgument, NotFound, QuotaExceeded, error_status, is_quota_refusal
+from serve.errors import (
+    InvalidArgument,
+    NotFound,
+    QuotaExceeded,
+    error_status,
+    is_quota_refusal,
+    replica_died,
+)
 from serve.events import GenerationSummary, StreamItem
 from serve.jobs import JobRecord, job_store
 from serve.metrics import GAUGE_REFRESH_S, metrics
@@ -317,12 +324,26 @@ class Router:
         return wire.job(record)
 
     async def _dispatch(self, job_id: str, generation: GenerationRequest, submitted_at: float) -> None:
-        """Hand a job to its model; the replica records progress and the outcome itself."""
+        """Hand a job to its model; the replica records progress and the outcome itself.
+
+        When the replica dies under the job, Serve sends it to another replica, up to job_max_attempts
+        runs; the video is stored once under the job's id, by whichever run finishes.
+        """
         try:
-            await self.models[generation.model].run_job.remote(job_id, generation, submitted_at)
-        except Exception as error:
-            # Backpressure, or the replica died mid-job: the job must not stay QUEUED/RUNNING.
-            await self.jobs.fail.remote(job_id, *error_status(error))
+            while True:
+                try:
+                    await self.models[generation.model].run_job.remote(job_id, generation, submitted_at)
+                    return
+                except Exception as error:
+                    code, message = error_status(error)
+                    if replica_died(error) and await self.jobs.requeue.remote(
+                        job_id, message, self.config.job_max_attempts, holder=self.actor
+                    ):
+                        log.warning("job %s: %s; running it again", job_id, message)
+                        continue
+                    # Backpressure, or the replica died for the last time: not left QUEUED/RUNNING.
+                    await self.jobs.fail.remote(job_id, code, message)
+                    return
         finally:
             self.admission.release(generation.model)
             self._set_in_flight(generation.model)

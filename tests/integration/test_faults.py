@@ -150,23 +150,39 @@ def test_cancelling_the_generate_call_stops_the_denoising_on_the_replica(faults)
     assert after.summary.queue_seconds < LONG_STEPS * FAKE_SLOW_STEP_S / 6, after.summary.queue_seconds
 
 
-def test_a_replica_killed_mid_job_fails_the_job_with_a_reason_and_service_resumes(faults):
+def test_a_replica_killed_mid_job_runs_the_job_again_on_a_new_replica_and_stores_one_video(faults):
+    steps = 40  # x FAKE_SLOW_STEP_S = 8 s a run
     with faults.client() as client:
-        job = client.submit(slow(LONG_STEPS))
+        job = client.submit(slow(steps))
         wait_for_step(client, job.job_id, 2)
         killed = kill_replica(APP, DEPLOYMENT)
 
-        final = wait_until(
-            lambda: (record := client.get_job(job.job_id)).state != pb.JOB_STATE_RUNNING and record,
-            timeout_s=60,
-            what="the job to leave RUNNING",
-        )
+        final = client.wait(job.job_id, timeout=RESTART_TIMEOUT_S + 60)
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final
+    assert final.progress.step == steps
+    record = job_record(faults.results_dir, job.job_id)
+    assert record.attempts == 2  # job_max_attempts 2 (the default): the first run died with its replica
+    assert [p.name for p in faults.results_dir.glob(f"{job.job_id}*")] == [f"{job.job_id}.mp4"]
+    assert killed not in replica_names(APP, DEPLOYMENT)
+
+
+def test_a_job_whose_replica_dies_on_every_attempt_fails_with_the_reason(faults):
+    with faults.client() as client:
+        job = client.submit(slow(LONG_STEPS))
+        for attempt in (1, 2):  # job_max_attempts
+
+            def running(attempt: int = attempt) -> bool:
+                record = job_record(faults.results_dir, job.job_id)
+                return record.attempts == attempt and record.state.value == "running" and record.step >= 2
+
+            wait_until(running, RESTART_TIMEOUT_S, interval_s=0.5, what=f"attempt {attempt} to run")
+            kill_replica(APP, DEPLOYMENT)
+        final = client.wait(job.job_id, timeout=60)
     assert final.state == pb.JOB_STATE_FAILED, final
     assert final.error_code == "UNAVAILABLE" and "replica" in final.error and "\n" not in final.error
-    assert final.progress.step < LONG_STEPS
+    assert final.error.endswith("(attempt 2 of 2)") and final.progress.step < LONG_STEPS
 
     wait_until(lambda: serving(faults), RESTART_TIMEOUT_S, interval_s=2, what="Serve to restart the replica")
-    assert killed not in replica_names(APP, DEPLOYMENT)
 
 
 def test_a_job_queued_in_a_router_that_dies_is_failed_by_the_job_store_sweep(faults):

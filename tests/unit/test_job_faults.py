@@ -110,21 +110,25 @@ def test_holder_is_dead_only_when_ray_says_the_actor_died():
 def test_the_store_sweep_fails_exactly_the_jobs_of_dead_holders(tmp_path):
     async def scenario() -> tuple[list[str], dict[str, JobState]]:
         store = JobStoreActor(str(tmp_path), ttl_s=3600, sweep_interval_s=3600)
-        alive, dead = FakeHolder(), FakeHolder("dead")
+        alive, dead, dead_router = FakeHolder(), FakeHolder("dead"), FakeHolder("dead")
         queued_alive, _ = await store.create("svd", holder=alive)
         queued_dead, _ = await store.create("svd", holder=dead)
-        running_dead, _ = await store.create("svd", holder=alive)
+        # Replica and Router dead: nobody else will end it.
+        running_dead, _ = await store.create("svd", holder=dead_router)
         await store.start(running_dead.job_id, holder=dead)
+        # Replica dead, its Router alive: the Router runs it again or fails it, not the sweep.
+        router_handles, _ = await store.create("svd", holder=alive)
+        await store.start(router_handles.job_id, holder=dead)
         failed = await store.sweep()
-        ids = (queued_alive.job_id, queued_dead.job_id, running_dead.job_id)
+        ids = (queued_alive.job_id, queued_dead.job_id, running_dead.job_id, router_handles.job_id)
         states = {job_id: store.book.get(job_id).state for job_id in ids}
         store.sweeper.cancel()
-        return failed, states | {"ids": (queued_alive.job_id, queued_dead.job_id, running_dead.job_id)}
+        return failed, states | {"ids": ids}
 
     failed, states = asyncio.run(scenario())
-    queued_alive, queued_dead, running_dead = states.pop("ids")
+    queued_alive, queued_dead, running_dead, router_handles = states.pop("ids")
     assert sorted(failed) == sorted([queued_dead, running_dead])
-    assert states[queued_alive] is JobState.QUEUED
+    assert states[queued_alive] is JobState.QUEUED and states[router_handles] is JobState.RUNNING
     assert states[queued_dead] is states[running_dead] is JobState.FAILED
 
 

@@ -174,3 +174,31 @@ def test_job_counts_are_by_model_and_state_with_zeros_for_a_model_seen(new_book)
     assert counts[("svd", "running")] == 1 and counts[("svd", "queued")] == 0
     assert counts[("animatediff", "queued")] == 1
     assert {model for model, _ in counts} == {"svd", "animatediff"}
+
+
+def test_a_job_whose_replica_died_runs_again_until_its_attempts_are_used(new_book):
+    book = new_book()
+    record, _ = book.create("svd")
+    book.start(record.job_id)
+    book.progress(record.job_id, Stage.DENOISING, 5, 8, 1.0)
+    assert book.requeue(record.job_id, "model replica unavailable: died", max_attempts=2)
+    again = book.get(record.job_id)
+    assert (again.state, again.step, again.attempts) == (JobState.QUEUED, 0, 1)
+    assert book.start(record.job_id) and book.get(record.job_id).attempts == 2
+    # The second death is the last: failed with the reason and the count.
+    assert not book.requeue(record.job_id, "model replica unavailable: died", max_attempts=2)
+    final = book.get(record.job_id)
+    assert final.state is JobState.FAILED and final.error.endswith("(attempt 2 of 2)")
+
+
+def test_a_cancelled_or_ended_job_is_not_run_again(new_book):
+    book = new_book()
+    cancelled, _ = book.create("svd")
+    book.start(cancelled.job_id)
+    book.cancel(cancelled.job_id)
+    assert not book.requeue(cancelled.job_id, "died", max_attempts=3)
+    done, _ = book.create("svd")
+    book.start(done.job_id)
+    book.succeed(done.job_id, summary())
+    assert not book.requeue(done.job_id, "died", max_attempts=3)
+    assert book.get(done.job_id).state is JobState.SUCCEEDED
