@@ -134,8 +134,17 @@ class Authenticator:
         self._stamp: tuple[float, int, int] | None = None
         self._checked_at = 0.0
         if options.enabled:
-            # Fail closed: a Router without a readable keys file does not start.
-            self._load(self._file_stamp())
+            # Fail closed, but start: without a keys file (a Secret not created yet) every call is
+            # UNAUTHENTICATED until the file appears, which the reload below notices.
+            try:
+                self._load(self._file_stamp())
+            except FileNotFoundError:
+                log.error(
+                    "API keys file %s does not exist: every call is refused UNAUTHENTICATED until it "
+                    "does (checked every %.0f s)",
+                    options.keys_file,
+                    options.reload_interval_s,
+                )
 
     @property
     def enabled(self) -> bool:
@@ -184,6 +193,8 @@ class Authenticator:
             if hmac.compare_digest(digest, stored):
                 found = caller
         if found is None:
+            if self._stamp is None:
+                raise Unauthenticated("the service has no API keys loaded yet; try again later")
             raise Unauthenticated("the API key is not valid")
         return found
 

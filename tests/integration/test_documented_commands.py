@@ -74,9 +74,6 @@ NOT_RUN: dict[str, str] = {
     "its `--check` twin runs here",
     "docker build -f k8s/Dockerfile -t registry.example.com/videogen-serve:0.1.0 .": NEEDS_DOCKER,
     "docker push registry.example.com/videogen-serve:0.1.0": NEEDS_DOCKER,
-    "cd k8s/overlays/gpu && kustomize edit set image "
-    "videogen-serve=registry.example.com/videogen-serve:0.1.0": "rewrites the tracked overlay's "
-    "kustomization.yaml for an operator's own registry",
     "kubectl apply -k k8s/overlays/gpu": NEEDS_CLUSTER,
     "kubectl -n videogen create secret generic hf-token --from-literal=token=hf_...": NEEDS_CLUSTER,
     "kubectl -n videogen wait --for=condition=complete job/videogen-fetch-weights "

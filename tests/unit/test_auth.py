@@ -96,9 +96,17 @@ def test_bearer_scheme_is_case_insensitive_and_bytes_metadata_is_accepted():
     assert bearer_token([("application", "videogen")]) is None
 
 
-def test_a_missing_keys_file_stops_the_router_from_starting(tmp_path: Path):
-    with pytest.raises(FileNotFoundError):
-        Authenticator(AuthOptions(enabled=True, keys_file=str(tmp_path / "absent.yaml")))
+def test_without_a_keys_file_every_call_is_refused_until_the_file_appears(tmp_path: Path, caplog):
+    keys_file, clock = tmp_path / "absent.yaml", Clock()
+    with caplog.at_level(logging.ERROR, logger="serve.auth"):
+        auth = Authenticator(AuthOptions(enabled=True, keys_file=str(keys_file), reload_interval_s=30), clock)
+    assert "does not exist: every call is refused UNAUTHENTICATED" in caplog.text  # it starts, closed
+    with pytest.raises(Unauthenticated, match="no API keys loaded yet"):
+        auth.authenticate(bearer(ALICE_KEY))
+    # The Secret is created (kubelet writes the mounted file): keys work after the reload interval.
+    write_keys(keys_file, {"name": "alice", "sha256": hash_key(ALICE_KEY)})
+    clock.now += 31
+    assert auth.authenticate(bearer(ALICE_KEY)).name == "alice"
 
 
 @pytest.mark.parametrize(

@@ -474,3 +474,54 @@ def test_cpu_dev_hunyuanvideo_needs_its_world_size_in_logical_gpus() -> None:
         f"{RS}: spec.rayClusterConfig.workerGroupSpecs[0]: worker group cpu has 1 GPUs per pod, but a "
         "hunyuanvideo replica is ulysses 2 x ring 1 x cfg 1 = 2 ranks = 2 GPUs on one node; make them equal"
     ]
+
+
+SETTINGS = REPO / "k8s" / "overlays" / "gpu" / "settings.env"
+
+
+def operator_settings() -> dict[str, str]:
+    lines = [line.strip() for line in SETTINGS.read_text().splitlines()]
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_the_operator_settings_live_in_settings_env_only_and_reach_every_field() -> None:
+    settings = operator_settings()
+    assert set(settings) == {
+        "image",
+        "storageClassName",
+        "hostname",
+        "gatewayClassName",
+        "tlsSecretName",
+        "apiKeysSecretName",
+    }
+    # Written nowhere else in the manifests: changing settings.env is all it takes.
+    for path in (REPO / "k8s").rglob("*.yaml"):
+        text = path.read_text()
+        for key, value in settings.items():
+            assert value not in text, f"{path.relative_to(REPO)} repeats the {key} of settings.env"
+
+    objs = objects("gpu")
+    rs = rayservice(objs)
+    assert not find(objs, "ConfigMap", "videogen-settings")  # local-config: never applied
+    (job,) = find(objs, "Job")
+    images = [c["image"] for group in pod_groups(rs) for c in group.spec["containers"]]
+    images += [c["image"] for c in job["spec"]["template"]["spec"]["containers"]]
+    assert set(images) == {settings["image"]}
+    assert {pvc["spec"]["storageClassName"] for pvc in find(objs, "PersistentVolumeClaim")} == {
+        settings["storageClassName"]
+    }
+    (gateway,) = find(objs, "Gateway")
+    (route,) = find(objs, "GRPCRoute")
+    assert gateway["spec"]["gatewayClassName"] == settings["gatewayClassName"]
+    assert [listener["hostname"] for listener in gateway["spec"]["listeners"]] == [settings["hostname"]]
+    assert route["spec"]["hostnames"] == [settings["hostname"]]
+    refs = [
+        ref["name"] for listener in gateway["spec"]["listeners"] for ref in listener["tls"]["certificateRefs"]
+    ]
+    assert refs == [settings["tlsSecretName"]]
+    # The API keys: every worker mounts the Secret, which may be missing at start (no pod waits for it).
+    key_volumes = [v for g in workers(rs) for v in g.spec["volumes"] if v["name"] == "api-keys"]
+    assert len(key_volumes) == len(workers(rs))
+    assert all(
+        v["secret"] == {"secretName": settings["apiKeysSecretName"], "optional": True} for v in key_volumes
+    )
