@@ -35,6 +35,7 @@ from serve.errors import (
     replica_died,
 )
 from serve.events import GenerationSummary, StreamItem
+from serve.health import API_SERVICE, ModelHealth
 from serve.jobs import JobRecord, job_store
 from serve.metrics import GAUGE_REFRESH_S, metrics
 from serve.request import GenerationRequest, build_request
@@ -149,6 +150,7 @@ class Router:
         self.actor = _own_actor()
         self.pending: set[asyncio.Task] = set()
         self.admission = Admission(config.models)
+        self.health = ModelHealth()
         self.queued: Counter[str] = Counter()  # admitted Generate calls no replica has started yet
         # Ended jobs never change again: answer GetJob/FetchVideo for them without the job store.
         self.ended: OrderedDict[str, JobRecord] = OrderedDict()
@@ -394,7 +396,22 @@ class Router:
             await asyncio.gather(*list(self.pending), return_exceptions=True)
 
     async def Check(self, request: Any, grpc_context: Any = None) -> Any:
-        """grpc.health.v1 Check: SERVING while this Router replica runs."""
+        """grpc.health.v1 Check. Service "" or videogen.v1.VideoGeneration: SERVING while this Router
+        runs. Service = a model's name: SERVING when the model has a running replica or scales from
+        zero, NOT_SERVING otherwise; an unknown name is NOT_FOUND, as the health protocol says."""
         from grpc_health.v1 import health_pb2
 
-        return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+        status = health_pb2.HealthCheckResponse
+        if request.service in ("", API_SERVICE):
+            return status(status=status.SERVING)
+        model = self.config.model(request.service)
+        if model is None:
+            if grpc_context is not None:
+                grpc_context.set_code(grpc.StatusCode.NOT_FOUND)
+                grpc_context.set_details(
+                    f"unknown service {request.service!r}: ask for {API_SERVICE!r} or a deployed model "
+                    f"({', '.join(sorted(self.models))})"
+                )
+            return status(status=status.SERVICE_UNKNOWN)
+        serving = await self.health.serving(model)
+        return status(status=status.SERVING if serving else status.NOT_SERVING)

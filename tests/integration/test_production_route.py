@@ -81,6 +81,12 @@ def test_serve_run_deploys_the_generated_config_on_a_ray_cluster(tmp_path: Path)
             assert set(models) == {m.name for m in ServeConfig.from_file(LOCAL).app.models}
             assert models["hunyuanvideo"].gpus_per_replica == 2  # two rank actors, xDiT Ulysses
             assert models["svd"].expected_cold_start_seconds > 0  # min_replicas 0: no replica yet
+            # ...and healthy all the same: a request starts one (per-model grpc.health.v1).
+            from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+            check = health_pb2_grpc.HealthStub(client.channel).Check
+            reply = check(health_pb2.HealthCheckRequest(service="svd"), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
             parallel = client.generate(
                 pb.GenerationParams(model="hunyuanvideo", prompt="a red fox running in the snow", seed=3),
                 timeout=300,

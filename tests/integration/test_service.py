@@ -248,3 +248,25 @@ def test_health_service_reports_serving(service):
             health_pb2.HealthCheckRequest(), metadata=[("application", "videogen")], timeout=10
         )
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def health(service, name: str) -> int:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(service.target) as channel:
+        request = health_pb2.HealthCheckRequest(service=name)
+        stub = health_pb2_grpc.HealthStub(channel)
+        return stub.Check(request, metadata=[("application", "videogen")], timeout=10).status
+
+
+def test_health_is_reported_per_model_and_an_unknown_service_is_not_found(service):
+    from grpc_health.v1 import health_pb2
+
+    serving = health_pb2.HealthCheckResponse.SERVING
+    assert health(service, "") == serving
+    assert health(service, "videogen.v1.VideoGeneration") == serving
+    # Every model of the session's app has a running replica (min_replicas 1).
+    assert all(health(service, name) == serving for name in ("cogvideox-2b", "svd", "hunyuanvideo"))
+    with pytest.raises(grpc.RpcError) as error:
+        health(service, "sora")
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND and "cogvideox-2b" in error.value.details()
