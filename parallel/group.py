@@ -32,7 +32,6 @@ from serve.config import ParallelOptions
 from serve.engine import FloatFrames
 from serve.errors import Cancelled, InvalidArgument, Unavailable
 from serve.events import EncodedVideo, ProgressCallback, ProgressEvent
-from serve.metrics import device_label
 from serve.request import GenerationRequest
 from serve.weights import TINY, resolve_weights
 
@@ -129,7 +128,7 @@ class RankActor:
         engine, last = self.worker.engine, self.worker.last_output
         return {
             "device": str(engine.device),
-            "memory_device": device_label(engine.device),
+            "memory_device": engine.memory_device,
             "memory": engine.memory,
             "fp8": self.worker.fp8_report,
             "prompt_encodes": self.worker.prompt_encodes,

@@ -25,7 +25,7 @@ from serve.engine import Engine
 from serve.errors import Cancelled, error_status
 from serve.events import EncodedVideo, GenerationSummary, ProgressCallback, ProgressEvent, Stage, StreamItem
 from serve.jobs import job_store
-from serve.metrics import device_label, metrics, record_memory, sample_memory_forever
+from serve.metrics import metrics, record_memory, sample_memory_forever
 from serve.request import GenerationRequest, RequestFields, build_request
 from serve.results import ResultStore
 
@@ -170,8 +170,9 @@ class ModelServer:
         )
         if skipped:
             metrics().transformer_forwards.inc(skipped, tags={**self.tags, "outcome": "skipped"})
-        device = getattr(self.engine, "memory_device", None) or device_label(self.engine.device)
-        metrics().job_peak_memory.set(video.peak_memory_bytes, tags={**self.tags, "device": device})
+        metrics().job_peak_memory.set(
+            video.peak_memory_bytes, tags={**self.tags, "device": self.engine.memory_device}
+        )
         if self.model.parallel is None:
             record_memory(self.model.name)
         return video

@@ -21,6 +21,7 @@ from serve.compile import CompileOptions, compile_blocks
 from serve.errors import Cancelled, InvalidArgument, ResourceExhausted, VideogenError
 from serve.events import EncodedVideo, ProgressCallback, ProgressEvent, Stage
 from serve.families import get_family
+from serve.metrics import device_label
 from serve.request import GenerationRequest
 from serve.stage_timing import StageSeconds, stage_clock
 from serve.step_cache import ForwardCounts, Reduce, step_cache
@@ -186,6 +187,11 @@ class Engine:
     @property
     def tiny(self) -> bool:
         return self.weights == TINY
+
+    @property
+    def memory_device(self) -> str:
+        """The `device` label of this engine's memory figures: the GPU's UUID, or `cpu`."""
+        return device_label(self.device)
 
     def load(self) -> float:
         """Resolve the weights, build the pipeline and place it; returns the seconds it took."""
