@@ -35,7 +35,15 @@ class Admission:
                 f"model {model!r} is at capacity: {self.in_flight[model]} requests running or queued "
                 f"(limit {self.limits[model]}); retry later"
             )
+        self.take(model)
+
+    def take(self, model: str) -> None:
+        """Count a request admitted by an earlier look at `free` (a job claimed from the job store)."""
         self.in_flight[model] += 1
+
+    def free(self, model: str) -> int:
+        """Requests the model can still admit."""
+        return max(0, self.limits[model] - self.in_flight[model])
 
     def release(self, model: str) -> None:
         self.in_flight[model] -= 1

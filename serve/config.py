@@ -339,25 +339,51 @@ class JobStoreOptions(BaseModel):
     node_labels: NodeLabels = Field(default_factory=dict, description="Ray node labels it must run on")
 
 
+JOB_TTL_S = 86400.0
+JOB_MAX_ATTEMPTS = 2
+JOB_SWEEP_INTERVAL_S = 10.0
+
+
+class JobStoreSettings(BaseModel):
+    """What the job store actor is created with: AppConfig's job fields, gathered by
+    `AppConfig.job_store_settings` for the Router and every model replica (whichever starts it)."""
+
+    ttl_s: float = JOB_TTL_S
+    sweep_interval_s: float = JOB_SWEEP_INTERVAL_S
+    max_attempts: int = JOB_MAX_ATTEMPTS
+    options: JobStoreOptions = Field(default_factory=lambda: JobStoreOptions())
+
+
 class AppConfig(BaseModel):
     """Everything `build_app` needs; also the `args` of the Serve config for `serve deploy`."""
 
     models: list[ModelDeployment] = Field(min_length=1, description="the models to serve")
     router: RouterOptions = Field(default_factory=RouterOptions)
     results_dir: str = Field("var/results", description="directory (shared by all nodes) for finished videos")
-    job_ttl_s: float = Field(86400.0, gt=0, description="how long finished jobs and videos are kept")
+    job_ttl_s: float = Field(JOB_TTL_S, gt=0, description="how long finished jobs and videos are kept")
     job_max_attempts: int = Field(
-        2,
+        JOB_MAX_ATTEMPTS,
         ge=1,
         le=10,
-        description="times a job is run when the model replica running it dies (1: never run again); "
-        "the video of a job is written once, whichever attempt finishes",
+        description="times a job is run when the model replica, the Router or the Ray cluster running it "
+        "goes away (1: never run again); the video of a job is written once, whichever attempt finishes",
     )
     job_sweep_interval_s: float = Field(
-        10.0, gt=0, description="how often unfinished jobs are checked for a dead Router or replica"
+        JOB_SWEEP_INTERVAL_S,
+        gt=0,
+        description="how often unfinished jobs are checked for a dead Router, replica or cluster",
     )
     auth: AuthOptions = Field(default_factory=AuthOptions, description="API keys (off: no authentication)")
     job_store: JobStoreOptions = Field(default_factory=lambda: JobStoreOptions())
+
+    @property
+    def job_store_settings(self) -> JobStoreSettings:
+        return JobStoreSettings(
+            ttl_s=self.job_ttl_s,
+            sweep_interval_s=self.job_sweep_interval_s,
+            max_attempts=self.job_max_attempts,
+            options=self.job_store,
+        )
 
     @field_validator("models")
     @classmethod

@@ -20,7 +20,7 @@ from ray.serve import Application
 from serve.admission import capacity
 from serve.catalog import Task, get_spec
 from serve.cold_start import record_cold_start
-from serve.config import ROUTER_DEPLOYMENT, AppConfig, JobStoreOptions, ModelDeployment
+from serve.config import ROUTER_DEPLOYMENT, AppConfig, JobStoreSettings, ModelDeployment
 from serve.engine import Engine
 from serve.errors import Cancelled, error_status
 from serve.events import EncodedVideo, GenerationSummary, ProgressCallback, ProgressEvent, Stage, StreamItem
@@ -86,9 +86,7 @@ class ModelServer:
         self,
         model: ModelDeployment,
         results_dir: str,
-        job_ttl_s: float,
-        job_sweep_interval_s: float = 10.0,
-        job_store_options: JobStoreOptions | None = None,
+        job_store_settings: JobStoreSettings | None = None,
     ) -> None:
         began = time.perf_counter()
         self.model = model
@@ -100,10 +98,7 @@ class ModelServer:
         self.engine.load()
         self.warmup_seconds = self._warm_up() if model.compile is not None else 0.0
         self.results = ResultStore(results_dir)
-        options = job_store_options or JobStoreOptions()
-        self.jobs = job_store(
-            str(self.results.root), job_ttl_s, job_sweep_interval_s, options.node_labels, options.redis_url
-        )
+        self.jobs = job_store(str(self.results.root), job_store_settings)
         # The job store watches this actor while it runs a job: if the process dies, the job fails.
         self.actor = ray.get_runtime_context().current_actor
         metrics().model_load.observe(self.engine.load_seconds, tags=self.tags)
@@ -242,6 +237,16 @@ class ModelServer:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
 
+    async def check_health(self) -> None:
+        """Serve's health check, every few seconds: raising makes Serve replace this replica, and its
+        deployment's status (what KubeRay's RayService status and the per-model grpc.health read) shows
+        it meanwhile. A rank of a multi-GPU replica that died while idle is caught here, before a
+        request meets it."""
+        problem = await asyncio.to_thread(self.engine.health_problem)
+        if problem is not None:
+            log.error("%s: %s; asking Serve for a new replica", self.model.name, problem)
+            raise RuntimeError(problem)
+
     async def generate(self, request: GenerationRequest, received_at: float) -> AsyncIterator[StreamItem]:
         """Generate: stream items of progress events, the last one with the encoded video."""
         async for item in self._stream(request, received_at, threading.Event()):
@@ -345,11 +350,7 @@ def build_app_with(config: AppConfig | dict, model_server_cls: type) -> Applicat
     model_server = serve.deployment(model_server_cls)
     models = {
         model.name: model_server.options(**model_deployment_options(model)).bind(
-            model,
-            config.results_dir,
-            config.job_ttl_s,
-            config.job_sweep_interval_s,
-            config.job_store,
+            model, config.results_dir, config.job_store_settings
         )
         for model in config.models
     }

@@ -52,6 +52,8 @@ class JobRecord(BaseModel):
     summary: GenerationSummary | None = None
     cancel_requested: bool = False
     attempts: int = 0  # runs started: a job whose replica died is queued again (job_max_attempts)
+    store: str = ""  # the job store answerable while it is unfinished: one per Ray cluster
+    awaiting_dispatch: bool = False  # queued again by its store for any Router to claim and run
     version: int = 0
 
     @property
@@ -81,6 +83,20 @@ class JobStorage(Protocol):
 
     def delete(self, record: JobRecord) -> None: ...
 
+    def save_request(self, job_id: str, request: str) -> None:
+        """Keep the job's request (JSON), so that any Router can run the job again."""
+        ...
+
+    def request(self, job_id: str) -> str | None: ...
+
+    def unfinished(self) -> list[JobRecord]: ...
+
+    def beat(self, store: str, ttl_s: float) -> None:
+        """The job store `store` is alive for the next `ttl_s` seconds."""
+        ...
+
+    def alive(self, store: str) -> bool: ...
+
 
 def _zero_counts(models: Iterable[str]) -> dict[tuple[str, str], int]:
     return {(model, state.value): 0 for model in models for state in JobState}
@@ -92,6 +108,8 @@ class LocalJobStorage:
     def __init__(self, directory: str | Path | None = None) -> None:
         self.jobs: dict[str, JobRecord] = {}
         self.by_key: dict[tuple[str, str], str] = {}
+        self.requests: dict[str, str] = {}
+        self.heartbeats: dict[str, float] = {}  # store -> monotonic deadline
         self.directory = Path(directory) if directory else None
         if self.directory:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -137,9 +155,25 @@ class LocalJobStorage:
 
     def delete(self, record: JobRecord) -> None:
         self.jobs.pop(record.job_id, None)
+        self.requests.pop(record.job_id, None)
         self.by_key.pop((record.owner, record.idempotency_key), None)
         if self.directory:
             (self.directory / f"{record.job_id}.json").unlink(missing_ok=True)
+
+    def save_request(self, job_id: str, request: str) -> None:
+        self.requests[job_id] = request
+
+    def request(self, job_id: str) -> str | None:
+        return self.requests.get(job_id)
+
+    def unfinished(self) -> list[JobRecord]:
+        return [record for record in self.jobs.values() if not record.ended]
+
+    def beat(self, store: str, ttl_s: float) -> None:
+        self.heartbeats[store] = time.monotonic() + ttl_s
+
+    def alive(self, store: str) -> bool:
+        return self.heartbeats.get(store, 0.0) > time.monotonic()
 
 
 class RedisJobStorage:
@@ -159,6 +193,16 @@ class RedisJobStorage:
 
     def _active(self, owner: str) -> str:
         return f"{self.prefix}:active:{owner}"
+
+    def _request(self, job_id: str) -> str:
+        return f"{self.prefix}:request:{job_id}"
+
+    def _heartbeat(self, store: str) -> str:
+        return f"{self.prefix}:store:{store}"
+
+    @property
+    def _unfinished(self) -> str:
+        return f"{self.prefix}:unfinished"
 
     @property
     def _counts(self) -> str:
@@ -189,9 +233,12 @@ class RedisJobStorage:
             tx.hincrby(self._counts, self._count_field(record.model, record.state.value), 1)
         if record.ended:
             tx.srem(self._active(record.owner), record.job_id)
+            tx.srem(self._unfinished, record.job_id)
+            tx.delete(self._request(record.job_id))  # never run again
             tx.zadd(self._ended, {record.job_id: record.finished_at or time.time()})
         else:
             tx.sadd(self._active(record.owner), record.job_id)
+            tx.sadd(self._unfinished, record.job_id)
 
     def key_holder(self, owner: str, key: str) -> str | None:
         held = self.redis.get(self._key(owner, key))
@@ -233,9 +280,28 @@ class RedisJobStorage:
             if record.idempotency_key:
                 tx.delete(self._key(record.owner, record.idempotency_key))
             tx.srem(self._active(record.owner), record.job_id)
+            tx.srem(self._unfinished, record.job_id)
+            tx.delete(self._request(record.job_id))
             tx.zrem(self._ended, record.job_id)
             tx.hincrby(self._counts, self._count_field(record.model, record.state.value), -1)
             tx.execute()
+
+    def save_request(self, job_id: str, request: str) -> None:
+        self.redis.set(self._request(job_id), request)
+
+    def request(self, job_id: str) -> str | None:
+        data = self.redis.get(self._request(job_id))
+        return None if data is None else data.decode()
+
+    def unfinished(self) -> list[JobRecord]:
+        ids = sorted(job_id.decode() for job_id in self.redis.smembers(self._unfinished))
+        return [record for job_id in ids if (record := self.get(job_id)) is not None and not record.ended]
+
+    def beat(self, store: str, ttl_s: float) -> None:
+        self.redis.set(self._heartbeat(store), b"1", px=max(1, int(ttl_s * 1000)))
+
+    def alive(self, store: str) -> bool:
+        return bool(self.redis.exists(self._heartbeat(store)))
 
 
 def job_storage(directory: str | Path | None, redis_url: str | None) -> JobStorage:

@@ -11,9 +11,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from serve.config import JOB_MAX_ATTEMPTS, JOB_SWEEP_INTERVAL_S, JOB_TTL_S, JobStoreSettings
 from serve.errors import InvalidArgument, NotFound, QuotaExceeded
 from serve.events import GenerationSummary, Stage
 from serve.job_records import TERMINAL_STATES, JobRecord, JobState, job_storage
+from serve.request import GenerationRequest
 from serve.results import ResultStore, check_job_id
 
 __all__ = ["TERMINAL_STATES", "JobBook", "JobRecord", "JobState", "JobStoreActor", "job_store"]
@@ -22,7 +24,10 @@ STORE_NAME = "videogen-job-store"
 JOBS_SUBDIR = "jobs"  # under the results directory: the local storage's ended jobs
 STORE_NAMESPACE = "videogen"
 HOLDER_PING_TIMEOUT_S = 10.0
+HEARTBEAT_SWEEPS = 3  # a job store whose heartbeat is this many sweep intervals old is gone
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+log = logging.getLogger(__name__)
 
 
 def check_idempotency_key(key: str) -> str:
@@ -33,12 +38,21 @@ def check_idempotency_key(key: str) -> str:
 
 class JobBook:
     """The job state machine over a JobStorage; the actor below shares it across replicas, tests use it
-    directly. `directory`: where the local storage writes ended jobs; `redis_url`: keep them in Redis."""
+    directly. `directory`: where the local storage writes ended jobs; `redis_url`: keep them in Redis;
+    `store`: this job store's name in the records (one per Ray cluster); `max_attempts`: runs a job gets
+    when its replica, its Router or its whole cluster goes away under it."""
 
     def __init__(
-        self, directory: str | Path | None = None, ttl_s: float = 86400.0, redis_url: str | None = None
+        self,
+        directory: str | Path | None = None,
+        ttl_s: float = JOB_TTL_S,
+        redis_url: str | None = None,
+        store: str | None = None,
+        max_attempts: int = JOB_MAX_ATTEMPTS,
     ) -> None:
         self.storage = job_storage(directory, redis_url)
+        self.store = store or uuid.uuid4().hex
+        self.max_attempts = max_attempts
         # Unfinished job -> the actor answerable for it: the Router that queued it, then the replica
         # running it. In memory only: the sweep fails a job whose holder died (see `orphan`).
         self.holders: dict[str, Any] = {}
@@ -64,11 +78,13 @@ class JobBook:
         owner: str = "",
         max_active: int | None = None,
         holder: Any = None,
+        request: GenerationRequest | None = None,
     ) -> tuple[JobRecord, bool]:
         """A new QUEUED job, or the existing one with the same idempotency key (created=False).
 
         `max_active`: refuse (RESOURCE_EXHAUSTED) when `owner` already has that many unfinished jobs.
         `holder`: the actor that will hand the job to a replica (the sweep watches it).
+        `request`: kept with the job, so that another Router can run it if this one goes away.
         """
         check_idempotency_key(idempotency_key)
         existing = self.storage.key_holder(owner, idempotency_key) if idempotency_key else None
@@ -85,10 +101,13 @@ class JobBook:
             created_at=time.time(),
             idempotency_key=idempotency_key,
             owner=owner,
+            store=self.store,
         )
         stored = self.storage.create(record)
         if stored != record.job_id:  # another job store took the key first
             return self.get(stored), False
+        if request is not None:
+            self.storage.save_request(record.job_id, request.model_dump_json())
         if holder is not None:
             self.holders[record.job_id] = self.dispatchers[record.job_id] = holder
         return record, True
@@ -122,7 +141,7 @@ class JobBook:
         )
         return True
 
-    def requeue(self, job_id: str, reason: str, max_attempts: int, holder: Any = None) -> bool:
+    def requeue(self, job_id: str, reason: str, max_attempts: int | None = None, holder: Any = None) -> bool:
         """Queue a job whose replica died again, unless it ended, was cancelled or used its attempts.
 
         Returns whether it was queued again (the caller dispatches it). A job that used its attempts is
@@ -131,6 +150,7 @@ class JobBook:
         record = self.get(job_id)
         if record.ended or record.cancel_requested:
             return False
+        max_attempts = max_attempts or self.max_attempts
         if record.attempts >= max_attempts:
             self.fail(job_id, "UNAVAILABLE", f"{reason} (attempt {record.attempts} of {max_attempts})")
             return False
@@ -138,6 +158,66 @@ class JobBook:
             self.holders[job_id] = holder
         self._update(record, state=JobState.QUEUED, stage=Stage.QUEUED, step=0, elapsed_seconds=0.0)
         return True
+
+    def _queue_for_any_router(self, record: JobRecord, reason: str) -> JobRecord:
+        """Queue a job whose dispatcher is gone again, for any live Router to claim (`claim`); fail it
+        instead when it was cancelled, used its attempts, or has no request kept to run it from."""
+        if record.cancel_requested:
+            return self.fail(record.job_id, "CANCELLED", "cancelled by the caller")
+        if self.storage.request(record.job_id) is None:
+            return self.fail(record.job_id, "UNAVAILABLE", f"{reason}; submit it again")
+        if record.attempts >= self.max_attempts:
+            return self.fail(
+                record.job_id, "UNAVAILABLE", f"{reason} (attempt {record.attempts} of {self.max_attempts})"
+            )
+        self.holders.pop(record.job_id, None)
+        self.dispatchers.pop(record.job_id, None)
+        log.warning("job %s: %s; queued for another Router", record.job_id, reason)
+        return self._update(
+            record,
+            state=JobState.QUEUED,
+            stage=Stage.QUEUED,
+            step=0,
+            elapsed_seconds=0.0,
+            store=self.store,
+            awaiting_dispatch=True,
+        )
+
+    def claim(
+        self, models: list[str], holder: Any, free: dict[str, int] | None = None
+    ) -> list[tuple[JobRecord, GenerationRequest]]:
+        """Jobs queued for any Router (`_queue_for_any_router`) of `models`, now `holder`'s to dispatch,
+        at most `free[model]` of each model; with their requests."""
+        free = dict(free) if free is not None else {model: 1 << 30 for model in models}
+        claimed = []
+        for record in self.storage.unfinished():
+            if not record.awaiting_dispatch or record.store != self.store or free.get(record.model, 0) < 1:
+                continue
+            request = self.storage.request(record.job_id)
+            if request is None:
+                self.fail(record.job_id, "UNAVAILABLE", "its request was lost; submit it again")
+                continue
+            free[record.model] -= 1
+            self.holders[record.job_id] = self.dispatchers[record.job_id] = holder
+            claimed.append(
+                (
+                    self._update(record, awaiting_dispatch=False),
+                    GenerationRequest.model_validate_json(request),
+                )
+            )
+        return claimed
+
+    def adopt(self) -> list[str]:
+        """Take over the unfinished jobs of job stores whose heartbeat lapsed (a Ray cluster that was
+        replaced or lost), queued again for this store's Routers; returns their ids."""
+        adopted = []
+        for record in self.storage.unfinished():
+            if not record.store or record.store == self.store or self.storage.alive(record.store):
+                continue
+            reason = "the Ray cluster that held the job went away"
+            if self._queue_for_any_router(record, reason).state is JobState.QUEUED:
+                adopted.append(record.job_id)
+        return adopted
 
     def progress(self, job_id: str, stage: Stage, step: int, total_steps: int, elapsed: float) -> bool:
         """Record progress; returns True when the job should stop (cancel requested)."""
@@ -190,7 +270,8 @@ class JobBook:
         return held
 
     def orphan(self, job_id: str, holder: Any) -> JobRecord:
-        """Fail a job whose holder died, unless the job has since ended or moved to another holder."""
+        """A job whose holder died, unless it has since ended or moved to another holder: queued again
+        for any Router (within its attempts), else failed with the reason."""
         record = self.get(job_id)
         if record.ended or self.holders.get(job_id) is not holder:
             return record
@@ -198,7 +279,7 @@ class JobBook:
             reason = "the Router that accepted the job stopped before a model replica took it"
         else:
             reason = f"the model replica running the job died (at {record.stage}, step {record.step})"
-        return self.fail(job_id, "UNAVAILABLE", f"{reason}; submit it again")
+        return self._queue_for_any_router(record, reason)
 
     def counts(self) -> dict[str, int]:
         counts = {state.value: 0 for state in JobState}
@@ -242,13 +323,27 @@ class JobStoreActor:
     """
 
     def __init__(
-        self, results_dir: str, ttl_s: float, sweep_interval_s: float = 10.0, redis_url: str | None = None
+        self,
+        results_dir: str,
+        ttl_s: float = JOB_TTL_S,
+        sweep_interval_s: float = JOB_SWEEP_INTERVAL_S,
+        redis_url: str | None = None,
+        max_attempts: int = JOB_MAX_ATTEMPTS,
+        store: str | None = None,
     ) -> None:
         self.results = ResultStore(results_dir)
-        self.book = JobBook(self.results.root / JOBS_SUBDIR, ttl_s, redis_url)
+        # The actor's id names the store: Ray keeps it across restarts of this actor, and a new
+        # cluster's store has another.
+        self.book = JobBook(
+            self.results.root / JOBS_SUBDIR, ttl_s, redis_url, store or _own_actor_id(), max_attempts
+        )
         self.changed = asyncio.Condition()
         self.sweep_interval_s = sweep_interval_s
         self.sweeper: asyncio.Task | None = None
+        self._beat()
+
+    def _beat(self) -> None:
+        self.book.storage.beat(self.book.store, HEARTBEAT_SWEEPS * self.sweep_interval_s)
 
     def _ensure_sweeper(self) -> None:
         if self.sweeper is None or self.sweeper.done():
@@ -260,6 +355,8 @@ class JobStoreActor:
         last_sweep = time.monotonic()
         while True:
             await asyncio.sleep(min(self.sweep_interval_s, GAUGE_REFRESH_S))
+            with contextlib.suppress(Exception):  # a storage outage is retried next time
+                self._beat()
             # Set the job gauges again even when nothing changed: Ray drops series left unset.
             self._export_counts()
             if time.monotonic() - last_sweep < self.sweep_interval_s:
@@ -271,25 +368,26 @@ class JobStoreActor:
                 logging.getLogger(__name__).exception("job sweep failed")
 
     async def sweep(self) -> list[str]:
-        """Fail the unfinished jobs whose holder died (returns their ids); forget the expired ended
-        jobs and delete their videos."""
+        """Queue again (for any Router) or fail the unfinished jobs whose holder died, and adopt those of
+        job stores that are gone; returns their ids. Forget the expired ended jobs and their videos."""
         for job_id in self.book.expire():
             self.results.delete(job_id)
         held = self.book.held()
         dead = await asyncio.gather(*(holder_is_dead(holder) for _, holder in held))
-        failed = []
+        moved = []
         for (job_id, holder), is_dead in zip(held, dead, strict=True):
             if not is_dead:
                 continue
             dispatcher = self.book.dispatchers.get(job_id)
             if dispatcher not in (None, holder) and not await holder_is_dead(dispatcher):
                 continue  # its Router saw the replica die: it runs the job again or fails it
-            if self.book.orphan(job_id, holder).state is JobState.FAILED:
-                failed.append(job_id)
-        if failed:
+            self.book.orphan(job_id, holder)
+            moved.append(job_id)
+        moved += self.book.adopt()
+        if moved:
             await self._notify()
             self._export_counts()
-        return failed
+        return moved
 
     async def _notify(self) -> None:
         async with self.changed:
@@ -311,10 +409,18 @@ class JobStoreActor:
         owner: str = "",
         max_active: int | None = None,
         holder: Any = None,
+        request: GenerationRequest | None = None,
     ) -> tuple[JobRecord, bool]:
-        created = self.book.create(model, idempotency_key, owner, max_active, holder)
+        created = self.book.create(model, idempotency_key, owner, max_active, holder, request)
         await self._changed()
         return created
+
+    async def claim(
+        self, models: list[str], holder: Any, free: dict[str, int] | None = None
+    ) -> list[tuple[JobRecord, GenerationRequest]]:
+        claimed = self.book.claim(models, holder, free)
+        await self._changed(states_changed=False)
+        return claimed
 
     async def get(self, job_id: str, owner: str | None = None) -> JobRecord:
         self._ensure_sweeper()
@@ -346,7 +452,9 @@ class JobStoreActor:
         await self._changed()
         return record
 
-    async def requeue(self, job_id: str, reason: str, max_attempts: int, holder: Any = None) -> bool:
+    async def requeue(
+        self, job_id: str, reason: str, max_attempts: int | None = None, holder: Any = None
+    ) -> bool:
         queued = self.book.requeue(job_id, reason, max_attempts, holder)
         await self._changed()
         return queued
@@ -375,28 +483,31 @@ class JobStoreActor:
         return self.book.get(job_id, owner)
 
 
-def job_store(
-    results_dir: str,
-    ttl_s: float = 86400.0,
-    sweep_interval_s: float = 10.0,
-    node_labels: dict[str, str] | None = None,
-    redis_url: str | None = None,
-) -> Any:
+def _own_actor_id() -> str:
+    import ray
+
+    actor_id = ray.get_runtime_context().get_actor_id() if ray.is_initialized() else None
+    return actor_id or uuid.uuid4().hex
+
+
+def job_store(results_dir: str, settings: JobStoreSettings | None = None) -> Any:
     """The job store of this results directory, created on first use; it outlives Router replicas.
 
-    `node_labels`: the Ray node labels it must run on; `redis_url`: keep the records in Redis (both
-    applied by whichever caller creates it).
+    `settings` (AppConfig.job_store_settings): TTL, sweep, attempts, Redis and the node labels it must
+    run on, applied by whichever caller creates it.
     """
     import hashlib
 
     import ray
 
+    settings = settings or JobStoreSettings()
     # Restarted whenever it dies; a call in flight then is sent again to the new process (its records
     # are in Redis, or lost with it for the local storage). A retried `create` may leave one extra
     # QUEUED record without a holder, which nobody dispatches and the caller never sees.
     actor_cls = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3, max_concurrency=1000)(
         JobStoreActor
     )
+    node_labels = settings.options.node_labels
     placement = {"label_selector": node_labels} if node_labels else {}
     return actor_cls.options(
         name=f"{STORE_NAME}-{hashlib.sha1(results_dir.encode()).hexdigest()[:10]}",
@@ -404,4 +515,10 @@ def job_store(
         lifetime="detached",
         get_if_exists=True,
         **placement,
-    ).remote(results_dir, ttl_s, sweep_interval_s, redis_url)
+    ).remote(
+        results_dir,
+        settings.ttl_s,
+        settings.sweep_interval_s,
+        settings.options.redis_url,
+        settings.max_attempts,
+    )

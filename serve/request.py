@@ -73,9 +73,10 @@ class RequestFields(BaseModel):
 
 
 class GenerationRequest(BaseModel):
-    """A complete request: defaults applied, every value inside the model's limits."""
+    """A complete request: defaults applied, every value inside the model's limits. Its JSON (the image
+    in base64) is what the job store keeps, so that any Router can run the job again."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
     model: str
     prompt: str
     negative_prompt: str | None = None

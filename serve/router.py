@@ -137,13 +137,7 @@ class Router:
         self.config = config
         self.models = models
         self.results = ResultStore(config.results_dir)
-        self.jobs = job_store(
-            str(self.results.root),
-            config.job_ttl_s,
-            config.job_sweep_interval_s,
-            config.job_store.node_labels,
-            config.job_store.redis_url,
-        )
+        self.jobs = job_store(str(self.results.root), config.job_store_settings)
         self.auth = Authenticator(config.auth)
         # Open Generate calls per caller in this replica: they count against max_concurrent_jobs.
         self.streams: Counter[str] = Counter()
@@ -155,6 +149,9 @@ class Router:
         # Ended jobs never change again: answer GetJob/FetchVideo for them without the job store.
         self.ended: OrderedDict[str, JobRecord] = OrderedDict()
         threading.Thread(target=self._refresh_gauges, daemon=True, name="gauge-refresh").start()
+        # Serve constructs replicas on their event loop; built elsewhere (a test), nothing is claimed.
+        with contextlib.suppress(RuntimeError):
+            self.claimer = asyncio.get_running_loop().create_task(self._claim_forever())
 
     def _refresh_gauges(self) -> None:
         """Set every model's in-flight and queued gauges again and again: Ray drops series left unset."""
@@ -312,6 +309,7 @@ class Router:
                 owner=caller.name,
                 max_active=self._job_quota(caller),
                 holder=self.actor,
+                request=generation,
             )
         except BaseException:
             self.admission.release(model)
@@ -319,11 +317,32 @@ class Router:
         if not created:
             self.admission.release(model)
         else:
-            task = asyncio.ensure_future(self._dispatch(record.job_id, generation, time.time()))
-            self.pending.add(task)
-            task.add_done_callback(self.pending.discard)
+            self._start_dispatch(record.job_id, generation, time.time())
         self._set_in_flight(model)
         return wire.job(record)
+
+    def _start_dispatch(self, job_id: str, generation: GenerationRequest, submitted_at: float) -> None:
+        """Dispatch in the background; the model's admission slot is already held."""
+        task = asyncio.ensure_future(self._dispatch(job_id, generation, submitted_at))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    async def _claim_forever(self) -> None:
+        """Every sweep interval, take the jobs that the job store queued again for any Router (their
+        Router or their whole Ray cluster went away) and dispatch them, within admission."""
+        while True:
+            await asyncio.sleep(self.config.job_sweep_interval_s)
+            try:
+                free = {model: self.admission.free(model) for model in self.models}
+                claimed = await self.jobs.claim.remote(sorted(self.models), self.actor, free)
+            except Exception:  # the job store restarting: try again next time
+                log.warning("claiming queued jobs failed", exc_info=True)
+                continue
+            for record, generation in claimed:
+                log.info("job %s: dispatching it again (attempt %d ran)", record.job_id, record.attempts)
+                self.admission.take(record.model)
+                self._start_dispatch(record.job_id, generation, record.created_at)
+                self._set_in_flight(record.model)
 
     async def _dispatch(self, job_id: str, generation: GenerationRequest, submitted_at: float) -> None:
         """Hand a job to its model; the replica records progress and the outcome itself.
@@ -339,7 +358,7 @@ class Router:
                 except Exception as error:
                     code, message = error_status(error)
                     if replica_died(error) and await self.jobs.requeue.remote(
-                        job_id, message, self.config.job_max_attempts, holder=self.actor
+                        job_id, message, holder=self.actor
                     ):
                         log.warning("job %s: %s; running it again", job_id, message)
                         continue

@@ -8,9 +8,7 @@ that way here, and both kinds of model answer: the 2-rank HunyuanVideo and a mod
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,16 +17,14 @@ import yaml
 from serve.api import pb
 from serve.client import VideogenClient
 from serve.config import ServeConfig
-from serve.ports import free_port
 from serve.video import probe_mp4
 from tests.integration.cluster import wait_until
-from tests.support import REPO, BackgroundProcess, png
+from tests.integration.ray_cli import BIN, ray_head
+from tests.support import REPO, png
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
-BIN = Path(sys.executable).parent
 LOCAL = REPO / "configs" / "local.yaml"
-CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # Ray's default temp dir
 POOL = {"videogen.io/pool": "local"}
 
 
@@ -51,29 +47,8 @@ def test_serve_run_deploys_the_generated_config_on_a_ray_cluster(tmp_path: Path)
     grpc_port = deploy["grpc_options"]["port"]
     assert grpc_port == ServeConfig.from_file(LOCAL).grpc_port
 
-    gcs_port = free_port()
-    # A cluster of its own, on loopback; relative paths of the config (results_dir) land in tmp_path.
-    # Ray's token authentication is off here: a token file under ~/.ray of another cluster (or none)
-    # would otherwise decide whether `serve run` may connect.
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    head = BackgroundProcess(
-        [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs_port}",
-         "--node-ip-address=127.0.0.1", "--num-cpus=16", "--num-gpus=2", "--include-dashboard=false",
-         "--labels=" + ",".join(f"{key}={value}" for key, value in POOL.items()),
-         "--disable-usage-stats", f"--metrics-export-port={free_port()}",
-         f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-         f"--ray-client-server-port={free_port()}", f"--runtime-env-agent-port={free_port()}"],
-        tmp_path / "ray.log", cwd=tmp_path, env=env,
-    )  # fmt: skip
-    try:
-        head.wait_for("Ray runtime started", timeout_s=180)
-        deployed = subprocess.run(
-            [str(BIN / "serve"), "run", "--address", f"127.0.0.1:{gcs_port}", "--non-blocking",
-             str(config_path)],
-            capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env,
-        )  # fmt: skip
-        assert deployed.returncode == 0, (deployed.stdout + deployed.stderr)[-4000:]
-
+    with ray_head(tmp_path, POOL) as head:
+        head.serve_run(config_path)
         with VideogenClient(f"127.0.0.1:{grpc_port}") as client:
             models = {
                 m.name: m for m in wait_until(lambda: client.list_models(timeout=10), 120, what="ListModels")
@@ -95,8 +70,3 @@ def test_serve_run_deploys_the_generated_config_on_a_ray_cluster(tmp_path: Path)
             from_zero = client.generate(pb.GenerationParams(model="svd", image=png(), seed=3), timeout=300)
         assert probe_mp4(parallel.data)[:3] == (9, 32, 32)
         assert probe_mp4(from_zero.data)[:3] == (4, 64, 64)
-    finally:
-        head.stop(grace_s=20)  # Ray's workers outlive `ray start --block`'s Ctrl-C: the rest is killed
-        # What `ray stop` would remove: the pointer by which a bare ray.init() joins "the" cluster.
-        if f":{gcs_port}" in (CURRENT_CLUSTER.read_text() if CURRENT_CLUSTER.is_file() else ""):
-            CURRENT_CLUSTER.unlink()

@@ -11,7 +11,7 @@ from ray.exceptions import ActorDiedError
 from serve.errors import NotFound, ResourceExhausted
 from serve.events import Stage
 from serve.jobs import JobBook, JobState, JobStoreActor, holder_is_dead
-from tests.support import summary
+from tests.support import summary, tiny_request
 
 
 class FakeHolder:
@@ -84,6 +84,34 @@ def test_a_running_job_whose_replica_died_fails_with_a_reason():
     assert book.orphan(job.job_id, router).state is JobState.RUNNING
     record = book.orphan(job.job_id, replica)
     assert record.state is JobState.FAILED and "replica" in record.error and "step 3" in record.error
+
+
+def test_a_job_whose_router_died_is_queued_for_any_router_from_its_kept_request():
+    router, replica, other_router = FakeHolder(), FakeHolder(), FakeHolder()
+    book = JobBook(max_attempts=2)
+    request = tiny_request("svd")
+    job, _ = book.create("svd", holder=router, request=request)
+    requeued = book.orphan(job.job_id, router)
+    assert (requeued.state, requeued.awaiting_dispatch, requeued.attempts) == (JobState.QUEUED, True, 0)
+    assert book.held() == []
+    assert book.claim(["svd"], other_router) == [(book.get(job.job_id), request)]
+    assert book.claim(["svd"], other_router) == []
+    # The new Router's run dies with its replica while no Router is left: queued once more, then failed.
+    book.start(job.job_id, holder=replica)
+    assert book.orphan(job.job_id, replica).state is JobState.QUEUED
+    book.claim(["svd"], other_router)
+    book.start(job.job_id, holder=replica)
+    final = book.orphan(job.job_id, replica)
+    assert final.state is JobState.FAILED and final.error.endswith("(attempt 2 of 2)")
+
+
+def test_a_job_asked_to_stop_is_cancelled_not_run_again_when_its_replica_dies():
+    replica = FakeHolder()
+    book = JobBook()
+    job, _ = book.create("svd", request=tiny_request("svd"))
+    book.start(job.job_id, holder=replica)
+    book.cancel(job.job_id)
+    assert book.orphan(job.job_id, replica).state is JobState.CANCELLED
 
 
 def test_an_ended_job_is_never_orphaned():

@@ -8,7 +8,7 @@ import pytest
 from serve.errors import InvalidArgument, NotFound
 from serve.events import Stage
 from serve.jobs import JobBook, JobState
-from tests.support import summary
+from tests.support import png, summary, tiny_request
 
 
 @pytest.fixture(params=["local", "redis"])
@@ -202,3 +202,46 @@ def test_a_cancelled_or_ended_job_is_not_run_again(new_book):
     book.succeed(done.job_id, summary())
     assert not book.requeue(done.job_id, "died", max_attempts=3)
     assert book.get(done.job_id).state is JobState.SUCCEEDED
+
+
+def test_a_new_cluster_adopts_the_jobs_of_a_job_store_that_is_gone_and_runs_them_from_their_request(
+    redis_server, tmp_path
+):
+    import time
+
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushdb()
+    old = JobBook(tmp_path, redis_url=redis_server.url, store="old-cluster")
+    old.storage.beat(old.store, 0.5)
+    request = tiny_request("svd", image=png(), seed=11)
+    record, _ = old.create("svd", "upgrade-1", owner="alice", request=request)
+    old.start(record.job_id)
+    old.progress(record.job_id, Stage.DENOISING, 3, 8, 2.0)
+    used_up, _ = old.create("svd", request=request)
+    old.start(used_up.job_id)
+    old.requeue(used_up.job_id, "died", max_attempts=2)
+    old.start(used_up.job_id)  # its second run, when the cluster went
+
+    new = JobBook(tmp_path, redis_url=redis_server.url, store="new-cluster", max_attempts=2)
+    assert new.adopt() == [] and new.claim(["svd"], holder="router") == []  # the old store is alive
+    time.sleep(0.6)  # its heartbeat lapses: the old cluster is gone
+    assert new.adopt() == [record.job_id]
+    adopted = new.get(record.job_id)
+    assert (adopted.state, adopted.step, adopted.store, adopted.attempts) == (
+        JobState.QUEUED,
+        0,
+        "new-cluster",
+        1,
+    )
+    failed = new.get(used_up.job_id)
+    assert failed.state is JobState.FAILED and failed.error.endswith("(attempt 2 of 2)")
+    assert new.claim(["animatediff"], holder="router") == []  # a Router without the model
+    assert new.claim(["svd"], holder="router", free={"svd": 0}) == []  # nor one at capacity
+    [(claimed, claimed_request)] = new.claim(["svd"], holder="router")
+    assert claimed.job_id == record.job_id and claimed_request == request
+    assert new.claim(["svd"], holder="router") == []  # claimed once
+    assert new.start(record.job_id) and new.get(record.job_id).attempts == 2
+    new.succeed(record.job_id, summary())
+    assert old.create("svd", "upgrade-1", owner="alice")[0].state is JobState.SUCCEEDED
+    assert new.storage.request(record.job_id) is None  # an ended job keeps no request
