@@ -400,6 +400,24 @@ class ParallelEngine:
             "the rank group is rebuilt on the next request"
         ) from first
 
+    def health_problem(self) -> str | None:
+        """Why this replica cannot serve, or None: a rank Ray reports dead, or silent for `call_s`, while
+        the group is idle. A busy group meets its dead ranks in the request itself, and a group torn
+        down after a failure is rebuilt by the next request: neither is a problem here."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            for i, rank in enumerate(self.ranks):
+                try:
+                    ray.get(rank.__ray_ready__.remote(), timeout=self.timeouts.call_s)
+                except GetTimeoutError:
+                    return f"rank {i} of {self.spec.name} did not answer within {self.timeouts.call_s:.0f}s"
+                except RayActorError as exc:
+                    return f"rank {i} of {self.spec.name} died: {_cause(exc)}"
+            return None
+        finally:
+            self._lock.release()
+
     def _fail(self, message: str) -> None:
         self._teardown()
         raise Unavailable(f"{message}; the rank group is rebuilt on the next request")

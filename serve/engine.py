@@ -193,6 +193,11 @@ class Engine:
         """The `device` label of this engine's memory figures: the GPU's UUID, or `cpu`."""
         return device_label(self.device)
 
+    def health_problem(self) -> str | None:
+        """Why this replica cannot serve, or None: the pipeline lives in the replica's own process, so
+        nothing beyond the process (which Serve watches itself) can fail apart from it."""
+        return None
+
     def load(self) -> float:
         """Resolve the weights, build the pipeline and place it; returns the seconds it took."""
         import diffusers

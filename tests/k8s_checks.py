@@ -444,6 +444,32 @@ def serve_port_problems(rayservice: Obj) -> list[str]:
     return problems
 
 
+def readiness_problems(rayservice: Obj) -> list[str]:
+    """Worker pods are ready when Serve's gRPC proxy on them reaches a Router: a Kubernetes gRPC probe
+    of grpc.health.v1 for the API service on the Serve config's gRPC port (the health callers use; the
+    Router's Check answers it). The head keeps KubeRay's default probe: KubeRay deploys the application
+    only once the head is ready, so the head's readiness must not wait for the application."""
+    from serve.health import API_SERVICE
+
+    deploy, _ = serve_apps(rayservice)
+    wanted = {"port": deploy.get("grpc_options", {}).get("port"), "service": API_SERVICE}
+    problems = []
+    for group in pod_groups(rayservice):
+        probe = group.ray_container.get("readinessProbe")
+        if group.node_type == "head":
+            if probe is not None:
+                problems.append(
+                    f"{ref(rayservice)}: {group.path}: the head must keep KubeRay's readiness probe (the "
+                    "application is deployed only once the head is ready)"
+                )
+        elif group.serves_traffic and (probe or {}).get("grpc") != wanted:
+            problems.append(
+                f"{ref(rayservice)}: {group.path}: readinessProbe of group {group.name} must be "
+                f"grpc {wanted}, got {(probe or {}).get('grpc', probe)}"
+            )
+    return problems
+
+
 def podmonitor_problems(objects: list[Obj], rayservice: Obj) -> list[str]:
     """Each PodMonitor selects Ray pods, and each endpoint's port is a named port of those pods."""
     problems = []
@@ -889,6 +915,7 @@ CROSS_CHECKS: list[Callable[[list[Obj], Obj, bool], list[str]]] = [
     lambda objects, rs, gpus: rayservice_problems(rs),
     lambda objects, rs, gpus: service_port_problems(rs),
     lambda objects, rs, gpus: serve_port_problems(rs),
+    lambda objects, rs, gpus: readiness_problems(rs),
     lambda objects, rs, gpus: podmonitor_problems(objects, rs),
     lambda objects, rs, gpus: gpu_problems(rs, gpus),
     lambda objects, rs, gpus: placement_problems(rs, gpus),

@@ -26,6 +26,7 @@ from serve.errors import Cancelled, InvalidArgument, Unavailable
 from serve.events import ProgressEvent, Stage
 from serve.request import RequestFields, build_request
 from serve.video import probe_mp4
+from tests.integration.cluster import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -225,3 +226,18 @@ def test_a_rank_that_dies_fails_the_request_unavailable_and_the_group_is_rebuilt
     assert not ulysses.ready
     assert ulysses.generate_video(request()).num_frames == 9
     assert victim not in rank_actor_names()
+
+
+def test_an_idle_rank_that_died_is_a_health_problem_a_busy_group_leaves_to_its_request(ulysses):
+    if not ulysses.ready:
+        ulysses.generate_video(request())
+    assert ulysses.health_problem() is None
+    ray.kill(ulysses.ranks[1])
+    problem = wait_until(ulysses.health_problem, 30, interval_s=0.5, what="the dead rank to show")
+    assert problem.startswith("rank 1 of hunyuanvideo died")
+    with ulysses._lock:  # as while a request runs: it meets the dead rank itself
+        assert ulysses.health_problem() is None
+    with pytest.raises(Unavailable):
+        ulysses.generate_video(request())
+    assert ulysses.health_problem() is None  # torn down: the next request rebuilds the group
+    assert ulysses.generate_video(request()).num_frames == 9

@@ -19,7 +19,7 @@ from serve.api import pb
 from serve.config import AppConfig
 from serve.metrics import RESIDENT_MEMORY
 from serve.video import probe_mp4
-from tests.integration.cluster import wait_until
+from tests.integration.cluster import replica_names, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -117,4 +117,21 @@ def test_killing_a_rank_mid_job_fails_that_job_unavailable_and_the_next_request_
     assert "rank 1 of hunyuanvideo died" in error.value.details()
 
     video = client.generate(params(), timeout=180)  # the replica rebuilds its rank group first
+    assert probe_mp4(video.data)[0] == 9
+
+
+def test_a_rank_that_dies_while_idle_gets_its_replica_replaced_before_a_request_meets_it(client):
+    deployment = "Model_hunyuanvideo"
+    client.generate(params(), timeout=180)  # the group is up (a previous test may have torn it down)
+    (before,) = replica_names(APP, deployment)
+    ray.kill(rank_actor(1))
+    # The replica's health check (serve/deployments.py check_health) finds the dead rank; Serve
+    # replaces the replica without any request arriving.
+    wait_until(
+        lambda: replica_names(APP, deployment) not in (set(), {before}),
+        180,
+        interval_s=1,
+        what="Serve to replace the replica whose rank died",
+    )
+    video = client.generate(params(), timeout=180)
     assert probe_mp4(video.data)[0] == 9

@@ -422,6 +422,18 @@ BROKEN: list[tuple[str, str, str | None, Change, list[str]]] = [
         ],
     ),
     (
+        "a worker's readiness probe on another port than Serve's gRPC",
+        "RayService",
+        None,
+        lambda rs: worker_spec(rs, "gpu-1x")["template"]["spec"]["containers"][0]["readinessProbe"][
+            "grpc"
+        ].__setitem__("port", 9000),
+        [
+            f"{RS}: {G1}: readinessProbe of group gpu-1x must be grpc {{'port': 50051, 'service': "
+            "'videogen.v1.VideoGeneration'}, got {'port': 9000, 'service': 'videogen.v1.VideoGeneration'}"
+        ],
+    ),
+    (
         "no token authentication",
         "RayService",
         None,
