@@ -150,13 +150,18 @@ class JobBook:
         record = self.get(job_id)
         if record.ended or record.cancel_requested:
             return False
-        max_attempts = max_attempts or self.max_attempts
-        if record.attempts >= max_attempts:
-            self.fail(job_id, "UNAVAILABLE", f"{reason} (attempt {record.attempts} of {max_attempts})")
+        if self._fail_if_attempts_used(record, reason, max_attempts or self.max_attempts):
             return False
         if holder is not None:
             self.holders[job_id] = holder
         self._update(record, state=JobState.QUEUED, stage=Stage.QUEUED, step=0, elapsed_seconds=0.0)
+        return True
+
+    def _fail_if_attempts_used(self, record: JobRecord, reason: str, max_attempts: int) -> bool:
+        """FAIL a job that has run `max_attempts` times, with `reason` and the count; True if it did."""
+        if record.attempts < max_attempts:
+            return False
+        self.fail(record.job_id, "UNAVAILABLE", f"{reason} (attempt {record.attempts} of {max_attempts})")
         return True
 
     def _queue_for_any_router(self, record: JobRecord, reason: str) -> JobRecord:
@@ -166,10 +171,8 @@ class JobBook:
             return self.fail(record.job_id, "CANCELLED", "cancelled by the caller")
         if self.storage.request(record.job_id) is None:
             return self.fail(record.job_id, "UNAVAILABLE", f"{reason}; submit it again")
-        if record.attempts >= self.max_attempts:
-            return self.fail(
-                record.job_id, "UNAVAILABLE", f"{reason} (attempt {record.attempts} of {self.max_attempts})"
-            )
+        if self._fail_if_attempts_used(record, reason, self.max_attempts):
+            return self.get(record.job_id)
         self.holders.pop(record.job_id, None)
         self.dispatchers.pop(record.job_id, None)
         log.warning("job %s: %s; queued for another Router", record.job_id, reason)
