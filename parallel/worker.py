@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Any
 
@@ -89,6 +90,9 @@ class _XDiTFamily:
 
     def pipeline_kwargs(self, request: GenerationRequest, image: Any) -> dict[str, Any]:
         return self.family.pipeline_kwargs(request, image)
+
+    def configured(self, pipe: Any, request: GenerationRequest) -> AbstractContextManager[None]:
+        return self.family.configured(pipe, request)
 
 
 def text_encoder_names(checkpoint: Any) -> list[str]:

@@ -13,6 +13,11 @@ class Task(StrEnum):
 
     T2V = "t2v"
     I2V = "i2v"
+    TI2V = "ti2v"  # text to video, or image (and text) to video: the image is optional
+
+
+TAKES_IMAGE = frozenset({Task.I2V, Task.TI2V})
+NEEDS_IMAGE = frozenset({Task.I2V})
 
 
 class Knob(StrEnum):
@@ -23,6 +28,11 @@ class Knob(StrEnum):
     NOISE_AUG_STRENGTH = "noise_aug_strength"
     DECODE_CHUNK_SIZE = "decode_chunk_size"
     TRUE_CFG_SCALE = "true_cfg_scale"
+    GUIDANCE_SCALE_2 = "guidance_scale_2"
+    BOUNDARY_RATIO = "boundary_ratio"
+    FLOW_SHIFT = "flow_shift"
+    DECODE_TIMESTEP = "decode_timestep"
+    DECODE_NOISE_SCALE = "decode_noise_scale"
 
 
 class CachePolicy(StrEnum):
@@ -156,11 +166,19 @@ class ModelSpec(BaseModel):
     )
     adapter_repo_id: str | None = Field(None, description="motion adapter repo (AnimateDiff)")
     pipeline_class: str = Field(description="diffusers pipeline class name")
+    image_pipeline_class: str | None = Field(
+        None,
+        description="ti2v: the pipeline class for requests with an image, built from the same components",
+    )
     family: str = Field(description="module in serve.families that maps a request to pipeline kwargs")
     task: Task
     torch_dtype: str = Field("bfloat16", description="compute dtype on an accelerator")
     variant: str | None = Field(None, description="weights variant to load, e.g. fp16")
     knobs: frozenset[Knob] = frozenset()
+    knob_defaults: dict[Knob, float] = Field(
+        default_factory=dict,
+        description="this model's defaults of its knobs (unset: the general default, else the checkpoint's)",
+    )
     limits: Limits = Field(description="limits of the real model")
     tiny_limits: Limits = Field(description="limits of the tiny random-weight checkpoint")
     memory: MemoryOptions = MemoryOptions()
@@ -177,6 +195,9 @@ class ModelSpec(BaseModel):
     denoiser: Literal["transformer", "unet"] = Field(
         "unet", description="the denoiser's kind: DiT transformer blocks (cached, compiled) or a UNet"
     )
+    experts: int = Field(
+        1, ge=1, le=2, description="denoisers taking turns over the steps (Wan 2.2 A14B: high and low noise)"
+    )
     cache_policies: frozenset[CachePolicy] = Field(
         frozenset(), description="step-cache policies besides off (none for the UNet families)"
     )
@@ -192,6 +213,12 @@ class ModelSpec(BaseModel):
         options = memory or self.memory
         without_encoders = rank > 0 or options.text_encoder_offload
         return self.gpu_memory_gb - (self.text_encoder_gb if without_encoders else 0.0)
+
+    @model_validator(mode="after")
+    def _image_pipeline_for_ti2v(self) -> ModelSpec:
+        if (self.task is Task.TI2V) != (self.image_pipeline_class is not None):
+            raise ValueError(f"{self.name}: image_pipeline_class is set exactly for ti2v models")
+        return self
 
     @model_validator(mode="after")
     def _default_cache_supported(self) -> ModelSpec:
@@ -265,6 +292,168 @@ def _svd_limits(frames: int) -> Limits:
         default_guidance_scale=3.0,
     )
 
+
+# Wan 2.x: UMT5 text encoder, flow-matching UniPC, VAE 8x (Wan 2.2 TI2V: 16x) spatial and 4x temporal
+# compression, 2x2 patches; frames come as 4k+1. Published defaults (Wan-AI model cards): 480p or 720p
+# at 16 fps; the A14B models hand the steps below `boundary_ratio` x 1000 to their low-noise expert.
+_WAN_KNOBS = frozenset({Knob.NEGATIVE_PROMPT, Knob.FLOW_SHIFT})
+_WAN_EXPERT_KNOBS = _WAN_KNOBS | {Knob.GUIDANCE_SCALE_2, Knob.BOUNDARY_RATIO}
+_WAN_CACHE = StepCache(policy=CachePolicy.FIRST_BLOCK, threshold=0.05)
+_WAN_14B_MEMORY = MemoryOptions(vae_tiling=True, fp8_weights=True, text_encoder_offload=True)
+
+
+def _wan_limits(
+    height: int,
+    width: int,
+    frames: int = 81,
+    fps: int = 16,
+    steps: int = 50,
+    guidance: float = 5.0,
+    side: int = 16,
+) -> Limits:
+    return Limits(
+        num_frames=IntRange(min=1, max=frames, step=4),
+        default_num_frames=frames,
+        default_fps=fps,
+        height=IntRange(min=256, max=1280, step=side),
+        width=IntRange(min=256, max=1280, step=side),
+        default_height=height,
+        default_width=width,
+        default_num_inference_steps=steps,
+        default_guidance_scale=guidance,
+    )
+
+
+def _wan_tiny(side: IntRange = _TINY_DIT_SIDE, size: int = 32) -> Limits:
+    return _tiny(IntRange(min=1, max=17, step=4), 9, 16, size=size, side=side)
+
+
+def _wan(
+    name: str,
+    repo: str,
+    task: Task,
+    limits: Limits,
+    gpu_memory_gb: float,
+    description: str,
+    experts: int = 1,
+    knob_defaults: dict[Knob, float] | None = None,
+    memory: MemoryOptions = _WAN_14B_MEMORY,
+    tiny_limits: Limits | None = None,
+) -> ModelSpec:
+    """A Wan 2.x entry: what the family shares, and what each checkpoint sets."""
+    return ModelSpec(
+        name=name,
+        repo_id=repo,
+        pipeline_class="WanImageToVideoPipeline" if task is Task.I2V else "WanPipeline",
+        image_pipeline_class="WanImageToVideoPipeline" if task is Task.TI2V else None,
+        family="wan",
+        task=task,
+        knobs=_WAN_EXPERT_KNOBS if experts == 2 else _WAN_KNOBS,
+        knob_defaults=knob_defaults or {},
+        limits=limits,
+        tiny_limits=tiny_limits or _wan_tiny(),
+        memory=memory,
+        denoiser="transformer",
+        experts=experts,
+        cache_policies=_DIT_CACHE_POLICIES,
+        default_cache=_WAN_CACHE,
+        gpu_memory_gb=gpu_memory_gb,
+        text_encoder_gb=11.4,  # UMT5-XXL in bf16
+        description=description,
+    )
+
+
+_WAN_MODELS = [
+    _wan(
+        "wan2.1-t2v-1.3b",
+        "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+        Task.T2V,
+        _wan_limits(480, 832),
+        gpu_memory_gb=20.0,
+        memory=MemoryOptions(vae_tiling=True),
+        description="Wan 2.1 1.3B text-to-video, 832x480, 81 frames at 16 fps; fits consumer GPUs",
+    ),
+    _wan(
+        "wan2.1-t2v-14b",
+        "Wan-AI/Wan2.1-T2V-14B-Diffusers",
+        Task.T2V,
+        _wan_limits(720, 1280),
+        gpu_memory_gb=40.0,
+        description="Wan 2.1 14B text-to-video, 1280x720, 81 frames at 16 fps; multi-GPU with xDiT",
+    ),
+    _wan(
+        "wan2.1-i2v-14b-720p",
+        "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers",
+        Task.I2V,
+        _wan_limits(720, 1280),
+        gpu_memory_gb=42.0,
+        description="Wan 2.1 14B image-to-video (CLIP image encoder), 1280x720, 81 frames at 16 fps",
+    ),
+    _wan(
+        "wan2.2-t2v-a14b",
+        "Wan-AI/Wan2.2-T2V-A14B-Diffusers",
+        Task.T2V,
+        _wan_limits(720, 1280, steps=40, guidance=4.0),
+        gpu_memory_gb=54.0,
+        experts=2,
+        knob_defaults={Knob.GUIDANCE_SCALE_2: 3.0},
+        description="Wan 2.2 A14B text-to-video: high- and low-noise 14B experts, 1280x720, 81 frames",
+    ),
+    _wan(
+        "wan2.2-i2v-a14b",
+        "Wan-AI/Wan2.2-I2V-A14B-Diffusers",
+        Task.I2V,
+        _wan_limits(720, 1280, steps=40, guidance=3.5),
+        gpu_memory_gb=54.0,
+        experts=2,
+        knob_defaults={Knob.GUIDANCE_SCALE_2: 3.5},
+        description="Wan 2.2 A14B image-to-video: high- and low-noise 14B experts, 1280x720, 81 frames",
+    ),
+    _wan(
+        "wan2.2-ti2v-5b",
+        "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+        Task.TI2V,
+        _wan_limits(704, 1280, frames=121, fps=24, side=32),
+        gpu_memory_gb=24.0,
+        memory=MemoryOptions(vae_tiling=True, text_encoder_offload=True),
+        tiny_limits=_wan_tiny(IntRange(min=32, max=128, step=32)),
+        description="Wan 2.2 TI2V 5B: text- or image-to-video in one model, 1280x704, 121 frames at 24 fps",
+    ),
+]
+
+# LTX-Video: T5, a VAE compressing 32x in space and 8x in time (frames 8k+1, sides multiples of 32), a
+# VAE decoder conditioned on a timestep (the noise it is asked to remove while decoding).
+_LTX = ModelSpec(
+    name="ltx-video",
+    repo_id="Lightricks/LTX-Video",
+    pipeline_class="LTXPipeline",
+    image_pipeline_class="LTXImageToVideoPipeline",
+    family="ltx",
+    task=Task.TI2V,
+    knobs=frozenset({Knob.NEGATIVE_PROMPT, Knob.DECODE_TIMESTEP, Knob.DECODE_NOISE_SCALE}),
+    knob_defaults={Knob.DECODE_TIMESTEP: 0.03, Knob.DECODE_NOISE_SCALE: 0.025},
+    limits=Limits(
+        num_frames=IntRange(min=9, max=257, step=8),
+        default_num_frames=121,
+        default_fps=24,
+        height=IntRange(min=256, max=1280, step=32),
+        width=IntRange(min=256, max=1280, step=32),
+        default_height=480,
+        default_width=704,
+        default_num_inference_steps=50,
+        default_guidance_scale=3.0,
+    ),
+    tiny_limits=_tiny(
+        IntRange(min=9, max=17, step=8), 9, 24, guidance=3.0, side=IntRange(min=32, max=128, step=32)
+    ),
+    memory=MemoryOptions(vae_tiling=True),
+    denoiser="transformer",
+    cache_policies=_DIT_CACHE_POLICIES,
+    default_cache=StepCache(policy=CachePolicy.FIRST_BLOCK, threshold=0.05),
+    gpu_memory_gb=18.0,
+    text_encoder_gb=9.5,  # T5-XXL in bf16
+    description="LTX-Video 2B: text- or image-to-video, 704x480, 121 frames at 24 fps, faster than real time",
+)
 
 CATALOG: dict[str, ModelSpec] = {
     spec.name: spec
@@ -459,6 +648,8 @@ CATALOG: dict[str, ModelSpec] = {
             text_encoder_gb=0.25,
             description="AnimateDiff: a Stable Diffusion 1.5 base (configurable) + motion adapter v1.5.2",
         ),
+        *_WAN_MODELS,
+        _LTX,
     ]
 }
 

@@ -37,6 +37,15 @@ def _add_generation_args(parser: argparse.ArgumentParser) -> None:
         "--true-cfg-scale", type=float, help="HunyuanVideo: true CFG with the negative prompt"
     )
     parser.add_argument(
+        "--guidance-2", type=float, dest="guidance_scale_2", help="Wan 2.2 A14B: low-noise expert's guidance"
+    )
+    parser.add_argument(
+        "--boundary-ratio", type=float, help="Wan 2.2 A14B: where the low-noise expert takes over (0-1)"
+    )
+    parser.add_argument("--flow-shift", type=float, help="Wan: shift of the noise schedule (0.5-20)")
+    parser.add_argument("--decode-timestep", type=float, help="LTX-Video: VAE decoder's timestep (0-1)")
+    parser.add_argument("--decode-noise-scale", type=float, help="LTX-Video: noise before decoding (0-1)")
+    parser.add_argument(
         "--cache",
         choices=[p.value for p in CachePolicy],
         dest="cache_policy",
@@ -104,13 +113,13 @@ class _ProgressBar:
 def cmd_models(args: argparse.Namespace) -> int:
     from serve.catalog import CATALOG
 
-    print(f"{'name':<18} {'task':<4} {'frames':>6} {'fps':>4} {'size':>10} {'steps':>5} {'GPU GB':>6}  repo")
+    print(f"{'name':<20} {'task':<4} {'frames':>6} {'fps':>4} {'size':>10} {'steps':>5} {'GPU GB':>6}  repo")
     for spec in CATALOG.values():
         limits = spec.limits
         size = f"{limits.default_width}x{limits.default_height}"
         gpu_gb = spec.gpu_memory_estimate_gb()
         print(
-            f"{spec.name:<18} {spec.task.value:<4} {limits.default_num_frames:>6} {limits.default_fps:>4} "
+            f"{spec.name:<20} {spec.task.value:<4} {limits.default_num_frames:>6} {limits.default_fps:>4} "
             f"{size:>10} {limits.default_num_inference_steps:>5} {gpu_gb:>6.0f}  {spec.repo_id}"
         )
     return 0

@@ -125,10 +125,13 @@ def add_client_commands(
         return 0
 
     def models(args: argparse.Namespace) -> int:
+        from serve.api import pb
+
         with _client(args) as api:
             for m in api.list_models():
                 print(
-                    f"{m.name:<18} {'t2v' if m.task == 1 else 'i2v'} {m.default_num_frames:>4} frames "
+                    f"{m.name:<20} {pb.Task.Name(m.task).removeprefix('TASK_').lower():<4} "
+                    f"{m.default_num_frames:>4} frames "
                     f"{m.default_width}x{m.default_height} {m.default_num_inference_steps} steps  {m.weights}"
                 )
         return 0

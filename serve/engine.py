@@ -67,19 +67,22 @@ def compute_dtype(spec: ModelSpec, device: torch.device) -> torch.dtype:
     return getattr(torch, spec.torch_dtype) if device.type == "cuda" else torch.float32
 
 
-def _denoiser(pipe: Any) -> torch.nn.Module:
-    return getattr(pipe, "transformer", None) or pipe.unet
+def denoisers(pipe: Any) -> list[torch.nn.Module]:
+    """The pipeline's denoisers: its transformer, both experts of Wan 2.2 A14B, or its UNet."""
+    experts = [module for name in ("transformer", "transformer_2") if (module := getattr(pipe, name, None))]
+    return experts or [pipe.unet]
 
 
 def apply_memory_options(pipe: Any, options: MemoryOptions, device: torch.device, dtype: torch.dtype) -> Any:
     """Apply the diffusers memory savers that fit this device, then place the pipeline."""
-    if options.fp8_weights:
-        # Weights stay in float8_e4m3fn and are upcast layer by layer for each forward.
-        _denoiser(pipe).enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
-    if options.fp8_gemms:
-        from parallel.fp8 import enable_fp8_gemms
+    for denoiser in denoisers(pipe):
+        if options.fp8_weights:
+            # Weights stay in float8_e4m3fn and are upcast layer by layer for each forward.
+            denoiser.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
+        if options.fp8_gemms:
+            from parallel.fp8 import enable_fp8_gemms
 
-        enable_fp8_gemms(_denoiser(pipe))  # raises off a GPU of compute capability 8.9+
+            enable_fp8_gemms(denoiser)  # raises off a GPU of compute capability 8.9+
     if options.vae_tiling and hasattr(pipe.vae, "enable_tiling"):
         pipe.vae.enable_tiling()
     if options.vae_slicing and hasattr(pipe.vae, "enable_slicing"):
@@ -178,6 +181,7 @@ class Engine:
         # gives the same frames, whichever thread runs the request.
         self.num_threads = num_threads
         self.pipe: Any = None
+        self.image_pipe: Any = None  # ti2v: the image pipeline over the same components, made on first use
         self.source: WeightsSource | None = None
         # Sums a step-cache measure over the ranks of a multi-GPU replica (parallel.worker sets it).
         self.cache_reduce: Reduce | None = None
@@ -213,9 +217,10 @@ class Engine:
         pipe = self.family.load_pipeline(pipeline_cls, self.source, load_kwargs)
         pipe.set_progress_bar_config(disable=True)
         self.pipe = apply_memory_options(pipe, self.memory, self.device, self.dtype)
+        self.image_pipe = None
         if self.compile is not None:
             # Before any per-request hook (step cache, stage clock) wraps the blocks: see serve/compile.py.
-            self.compiled_blocks = compile_blocks(_denoiser(self.pipe), self.compile)
+            self.compiled_blocks = sum(compile_blocks(d, self.compile) for d in denoisers(self.pipe))
         self.load_seconds = time.perf_counter() - start
         log.info("loaded %s from %s in %.1fs", self.spec.name, self.source.describe(), self.load_seconds)
         return self.load_seconds
@@ -244,17 +249,31 @@ class Engine:
         kwargs["output_type"] = "np"
         return kwargs
 
+    def pipeline_for(self, request: GenerationRequest) -> Any:
+        """The pipeline that runs `request`: a ti2v model's image pipeline (sharing every component) for
+        a request with an image, else the loaded one."""
+        if request.image is None or self.spec.image_pipeline_class is None:
+            return self.pipe
+        if self.image_pipe is None:
+            import diffusers
+
+            self.image_pipe = getattr(diffusers, self.spec.image_pipeline_class).from_pipe(self.pipe)
+            self.image_pipe.set_progress_bar_config(disable=True)
+        return self.image_pipe
+
     def float_frames(self, request: GenerationRequest) -> FloatFrames:
         """Run the request (its step caching too) and return the float frames, unencoded."""
         if self.pipe is None:
             self.load()
         kwargs = self.pipeline_call_kwargs(request)
+        pipe = self.pipeline_for(request)
         with (
             self._lock,
-            step_cache(_denoiser(self.pipe), request.cache, self.cache_reduce) as forwards,
+            self.family.configured(pipe, request),
+            step_cache(denoisers(pipe), request.cache, self.cache_reduce) as forwards,
             torch.inference_mode(),
         ):
-            frames = np.asarray(self.pipe(**kwargs).frames[0], dtype=np.float32)
+            frames = np.asarray(pipe(**kwargs).frames[0], dtype=np.float32)
         return FloatFrames(frames=frames, forwards=forwards)
 
     def generate(
@@ -315,15 +334,17 @@ class Engine:
         torch.manual_seed(request.seed)
         _peak_memory_reset(self.device)
         stopped: VideogenError | None = None
+        pipe = self.pipeline_for(request)
         try:
             with (
-                step_hook(self.pipe, on_step),
-                step_cache(_denoiser(self.pipe), request.cache, self.cache_reduce) as forwards,
-                stage_clock(self.pipe) as stages,
-                contextlib.nullcontext() if frames_wanted or not decode else _no_postprocessing(self.pipe),
+                self.family.configured(pipe, request),
+                step_hook(pipe, on_step),
+                step_cache(denoisers(pipe), request.cache, self.cache_reduce) as forwards,
+                stage_clock(pipe) as stages,
+                contextlib.nullcontext() if frames_wanted or not decode else _no_postprocessing(pipe),
                 torch.inference_mode(),
             ):
-                output = self.pipe(**kwargs)
+                output = pipe(**kwargs)
         except Cancelled as exc:
             stopped = exc.with_traceback(None)
         except Exception as exc:

@@ -12,7 +12,9 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve.catalog import (
+    NEEDS_IMAGE,
     NO_CACHE,
+    TAKES_IMAGE,
     CachePolicy,
     FloatRange,
     IntRange,
@@ -20,7 +22,6 @@ from serve.catalog import (
     Limits,
     ModelSpec,
     StepCache,
-    Task,
 )
 from serve.errors import InvalidArgument
 
@@ -36,6 +37,11 @@ KNOB_RANGES: dict[Knob, IntRange | FloatRange] = {
     Knob.NOISE_AUG_STRENGTH: FloatRange(min=0.0, max=1.0),
     Knob.DECODE_CHUNK_SIZE: IntRange(min=1, max=128),
     Knob.TRUE_CFG_SCALE: FloatRange(min=1.0, max=20.0),
+    Knob.GUIDANCE_SCALE_2: FloatRange(min=0.0, max=30.0),
+    Knob.BOUNDARY_RATIO: FloatRange(min=0.0, max=1.0),
+    Knob.FLOW_SHIFT: FloatRange(min=0.5, max=20.0),
+    Knob.DECODE_TIMESTEP: FloatRange(min=0.0, max=1.0),
+    Knob.DECODE_NOISE_SCALE: FloatRange(min=0.0, max=1.0),
 }
 KNOB_DEFAULTS: dict[Knob, float | int] = {
     Knob.MOTION_BUCKET_ID: 127,
@@ -68,6 +74,11 @@ class RequestFields(BaseModel):
     noise_aug_strength: float | None = None
     decode_chunk_size: int | None = None
     true_cfg_scale: float | None = None
+    guidance_scale_2: float | None = None
+    boundary_ratio: float | None = None
+    flow_shift: float | None = None
+    decode_timestep: float | None = None
+    decode_noise_scale: float | None = None
     cache_policy: CachePolicy | None = None
     cache_threshold: float | None = None
 
@@ -93,6 +104,11 @@ class GenerationRequest(BaseModel):
     noise_aug_strength: float | None = None
     decode_chunk_size: int | None = None
     true_cfg_scale: float | None = None
+    guidance_scale_2: float | None = None  # Wan 2.2 A14B: the low-noise expert's guidance
+    boundary_ratio: float | None = None  # Wan 2.2 A14B: unset keeps the checkpoint's
+    flow_shift: float | None = None  # Wan: the flow-matching schedule's shift; unset keeps the checkpoint's
+    decode_timestep: float | None = None  # LTX-Video: the noise level its VAE decoder removes
+    decode_noise_scale: float | None = None  # LTX-Video: noise added to the latents before decoding
     cache: StepCache = NO_CACHE
 
     def load_image(self) -> Image.Image | None:
@@ -162,7 +178,7 @@ def decode_image(data: bytes) -> Image.Image:
 
 def _check_knob(spec: ModelSpec, knob: Knob, value: float | int | None) -> float | int | None:
     if value is None:
-        return KNOB_DEFAULTS.get(knob) if knob in spec.knobs else None
+        return spec.knob_defaults.get(knob, KNOB_DEFAULTS.get(knob)) if knob in spec.knobs else None
     if knob not in spec.knobs:
         raise InvalidArgument(knob.value, f"is not accepted by model {spec.name!r}")
     allowed = KNOB_RANGES[knob]
@@ -221,11 +237,11 @@ def build_request(
     image_only = spec.family == "svd"
     if not prompt and not image_only:
         raise InvalidArgument("prompt", f"is required by model {spec.name!r}")
-    if spec.task is Task.T2V and fields.image:
+    if spec.task not in TAKES_IMAGE and fields.image:
         raise InvalidArgument("image", f"model {spec.name!r} is text-to-video and takes no image")
-    if spec.task is Task.I2V:
-        if not fields.image:
-            raise InvalidArgument("image", f"model {spec.name!r} is image-to-video and needs an image")
+    if spec.task in NEEDS_IMAGE and not fields.image:
+        raise InvalidArgument("image", f"model {spec.name!r} is image-to-video and needs an image")
+    if fields.image:
         decode_image(fields.image)
     seed = secrets.randbelow(2**31) if fields.seed is None else fields.seed
     if not 0 <= seed <= MAX_SEED:
@@ -260,5 +276,10 @@ def build_request(
         noise_aug_strength=_check_knob(spec, Knob.NOISE_AUG_STRENGTH, fields.noise_aug_strength),
         decode_chunk_size=None if decode_chunk_size is None else min(int(decode_chunk_size), num_frames),
         true_cfg_scale=_check_knob(spec, Knob.TRUE_CFG_SCALE, fields.true_cfg_scale),
+        guidance_scale_2=_check_knob(spec, Knob.GUIDANCE_SCALE_2, fields.guidance_scale_2),
+        boundary_ratio=_check_knob(spec, Knob.BOUNDARY_RATIO, fields.boundary_ratio),
+        flow_shift=_check_knob(spec, Knob.FLOW_SHIFT, fields.flow_shift),
+        decode_timestep=_check_knob(spec, Knob.DECODE_TIMESTEP, fields.decode_timestep),
+        decode_noise_scale=_check_knob(spec, Knob.DECODE_NOISE_SCALE, fields.decode_noise_scale),
         cache=_check_cache(spec, fields, default_cache),
     )

@@ -12,7 +12,7 @@ one a single process holding all the tokens would take (shards are equal in size
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,31 +35,29 @@ class ForwardCounts:
 
 @contextlib.contextmanager
 def step_cache(
-    denoiser: torch.nn.Module, cache: StepCache, reduce: Reduce | None = None
+    denoisers: torch.nn.Module | Sequence[torch.nn.Module], cache: StepCache, reduce: Reduce | None = None
 ) -> Iterator[ForwardCounts]:
-    """Apply `cache` to `denoiser` for the duration; yields the counts, filled in as the forwards run.
+    """Apply `cache` to each denoiser for the duration (Wan 2.2 A14B has two experts, each with a cache
+    of its own); yields the counts of all of them, filled in as the forwards run.
 
     The cache's state lives only inside the block: every request starts with none from the one before.
     """
+    modules = [denoisers] if isinstance(denoisers, torch.nn.Module) else list(denoisers)
     counts = ForwardCounts()
 
     def count_forward(*_: Any) -> None:
         counts.forwards += 1
 
-    handle = denoiser.register_forward_pre_hook(count_forward)
-    enabled = False
-    try:
-        if cache.policy is CachePolicy.FIRST_BLOCK:
-            from diffusers.hooks import FirstBlockCacheConfig
+    with contextlib.ExitStack() as stack:
+        for module in modules:
+            stack.callback(module.register_forward_pre_hook(count_forward).remove)
+            if cache.policy is CachePolicy.FIRST_BLOCK:
+                from diffusers.hooks import FirstBlockCacheConfig
 
-            denoiser.enable_cache(FirstBlockCacheConfig(threshold=cache.threshold))
-            enabled = True
-            _share_first_block_decisions(denoiser, cache.threshold, reduce, counts)
+                module.enable_cache(FirstBlockCacheConfig(threshold=cache.threshold))
+                stack.callback(module.disable_cache)
+                _share_first_block_decisions(module, cache.threshold, reduce, counts)
         yield counts
-    finally:
-        handle.remove()
-        if enabled:
-            denoiser.disable_cache()
 
 
 def _share_first_block_decisions(

@@ -25,7 +25,9 @@ from diffusers import (
     AutoencoderKL,
     AutoencoderKLCogVideoX,
     AutoencoderKLHunyuanVideo,
+    AutoencoderKLLTXVideo,
     AutoencoderKLTemporalDecoder,
+    AutoencoderKLWan,
     CogVideoXDDIMScheduler,
     CogVideoXImageToVideoPipeline,
     CogVideoXPipeline,
@@ -38,6 +40,8 @@ from diffusers import (
     HunyuanVideoTransformer3DModel,
     I2VGenXLPipeline,
     I2VGenXLUNet,
+    LTXPipeline,
+    LTXVideoTransformer3DModel,
     MotionAdapter,
     PNDMScheduler,
     StableDiffusionPipeline,
@@ -46,6 +50,10 @@ from diffusers import (
     UNet2DConditionModel,
     UNet3DConditionModel,
     UNetSpatioTemporalConditionModel,
+    UniPCMultistepScheduler,
+    WanImageToVideoPipeline,
+    WanPipeline,
+    WanTransformer3DModel,
 )
 from transformers import (
     CLIPImageProcessorPil,
@@ -53,6 +61,7 @@ from transformers import (
     CLIPTextModel,
     CLIPTokenizer,
     CLIPVisionConfig,
+    CLIPVisionModel,
     CLIPVisionModelWithProjection,
     LlamaConfig,
     LlamaModel,
@@ -60,6 +69,8 @@ from transformers import (
     T5Config,
     T5EncoderModel,
     T5TokenizerFast,
+    UMT5Config,
+    UMT5EncoderModel,
 )
 
 from serve.catalog import CATALOG, Task, get_spec
@@ -122,8 +133,10 @@ def _clip_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
     return CLIPTextModel(config)
 
 
-def _t5_text_encoder(tokenizer: T5TokenizerFast) -> T5EncoderModel:
-    config = T5Config(
+def _t5_text_encoder(tokenizer: T5TokenizerFast, umt5: bool = False) -> T5EncoderModel | UMT5EncoderModel:
+    """A tiny T5 encoder; `umt5`: UMT5 (Wan's), whose layers each have their own relative positions."""
+    config_cls, model_cls = (UMT5Config, UMT5EncoderModel) if umt5 else (T5Config, T5EncoderModel)
+    config = config_cls(
         vocab_size=len(tokenizer),
         d_model=_TEXT_DIM,
         d_kv=8,
@@ -135,7 +148,7 @@ def _t5_text_encoder(tokenizer: T5TokenizerFast) -> T5EncoderModel:
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    return T5EncoderModel(config)
+    return model_cls(config)
 
 
 def _llama_text_encoder(tokenizer: LlamaTokenizerFast) -> LlamaModel:
@@ -154,8 +167,8 @@ def _llama_text_encoder(tokenizer: LlamaTokenizerFast) -> LlamaModel:
     return LlamaModel(config)
 
 
-def _clip_vision_encoder() -> CLIPVisionModelWithProjection:
-    config = CLIPVisionConfig(
+def _clip_vision_config() -> CLIPVisionConfig:
+    return CLIPVisionConfig(
         hidden_size=_TEXT_DIM,
         intermediate_size=64,
         projection_dim=_TEXT_DIM,  # the UNets' cross_attention_dim
@@ -164,7 +177,10 @@ def _clip_vision_encoder() -> CLIPVisionModelWithProjection:
         image_size=_VISION_SIZE,
         patch_size=32,
     )
-    return CLIPVisionModelWithProjection(config)
+
+
+def _clip_vision_encoder() -> CLIPVisionModelWithProjection:
+    return CLIPVisionModelWithProjection(_clip_vision_config())
 
 
 def _sd_vae(sample_size: int) -> AutoencoderKL:
@@ -304,6 +320,118 @@ def _hunyuanvideo(model: str) -> HunyuanVideoPipeline:
         vae=vae,
         transformer=transformer,
         scheduler=scheduler,
+    )
+
+
+def _wan(model: str) -> WanPipeline | WanImageToVideoPipeline:
+    """Wan 2.x: UMT5 + flow-matching UniPC; 2.1 I2V adds a CLIP image encoder, 2.2 A14B a second
+    (low-noise) expert, 2.2 TI2V the 16x VAE with per-token timesteps."""
+    spec = get_spec(model)
+    wan22_5b = spec.image_pipeline_class is not None  # TI2V: the Wan 2.2 VAE, 48 latent channels
+    clip_image = spec.task is Task.I2V and spec.experts == 1  # Wan 2.1 I2V
+    tokenizer = _t5_tokenizer()
+    if wan22_5b:
+        latent_channels = 48
+        vae = AutoencoderKLWan(
+            base_dim=8,
+            z_dim=latent_channels,
+            in_channels=12,
+            out_channels=12,
+            is_residual=True,
+            patch_size=2,
+            latents_mean=[0.0] * latent_channels,
+            latents_std=[1.0] * latent_channels,
+            dim_mult=[1, 1, 1, 1],
+            num_res_blocks=1,
+            scale_factor_spatial=16,
+            scale_factor_temporal=4,
+            temperal_downsample=[False, True, True],
+        )
+    else:
+        latent_channels = 16
+        vae = AutoencoderKLWan(
+            base_dim=8, z_dim=latent_channels, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+            temperal_downsample=[False, True, True],
+        )  # fmt: skip
+    # I2V (not TI2V): the image's latents and a mask of the frames it fixes join the noise channels.
+    image_channels = latent_channels + 4 if spec.task is Task.I2V else 0
+
+    def transformer() -> WanTransformer3DModel:
+        return WanTransformer3DModel(
+            patch_size=(1, 2, 2),
+            num_attention_heads=2,
+            attention_head_dim=16,
+            in_channels=latent_channels + image_channels,
+            out_channels=latent_channels,
+            text_dim=_TEXT_DIM,
+            freq_dim=32,
+            ffn_dim=32,
+            num_layers=2,  # First-Block Cache needs a first block and at least one more
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            rope_max_seq_len=32,
+            image_dim=_TEXT_DIM if clip_image else None,
+        )
+
+    components: dict[str, object] = {
+        "tokenizer": tokenizer,
+        "text_encoder": _t5_text_encoder(tokenizer, umt5=True),
+        "vae": vae,
+        "scheduler": UniPCMultistepScheduler(
+            prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=3.0
+        ),
+        "transformer": transformer(),
+        "transformer_2": transformer() if spec.experts == 2 else None,
+        # The published boundaries: 0.875 (T2V A14B) and 0.9 (I2V A14B) of the training timesteps.
+        "boundary_ratio": (0.9 if spec.task is Task.I2V else 0.875) if spec.experts == 2 else None,
+        "expand_timesteps": wan22_5b,
+    }
+    if spec.task is Task.I2V:
+        # Wan 2.1 I2V reads the penultimate hidden states of a plain CLIPVisionModel (no projection).
+        components["image_encoder"] = CLIPVisionModel(_clip_vision_config()) if clip_image else None
+        components["image_processor"] = CLIPImageProcessorPil() if clip_image else None
+        return WanImageToVideoPipeline(**components)
+    return WanPipeline(**components)
+
+
+def _ltx(model: str) -> LTXPipeline:
+    """LTX-Video: T5; a VAE of 32x spatial (8x from its blocks, 4x from its patches) and 8x temporal
+    compression whose decoder is timestep-conditioned, as in LTX-Video 0.9.1 and later."""
+    tokenizer = _t5_tokenizer()
+    vae = AutoencoderKLLTXVideo(
+        latent_channels=8,
+        block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1),
+        spatio_temporal_scaling=(True, True, True, False),
+        decoder_spatio_temporal_scaling=(True, True, True, False),
+        decoder_inject_noise=(False, False, False, False, False),
+        upsample_residual=(False, False, False, False),
+        upsample_factor=(1, 1, 1, 1),
+        timestep_conditioning=True,
+        patch_size=4,
+        patch_size_t=1,
+        encoder_causal=True,
+        decoder_causal=False,
+    )
+    transformer = LTXVideoTransformer3DModel(
+        in_channels=8,
+        out_channels=8,
+        patch_size=1,
+        patch_size_t=1,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        cross_attention_dim=_TEXT_DIM,
+        num_layers=2,  # First-Block Cache needs a first block and at least one more
+        caption_channels=_TEXT_DIM,
+    )
+    return LTXPipeline(
+        tokenizer=tokenizer,
+        text_encoder=_t5_text_encoder(tokenizer),
+        vae=vae,
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
     )
 
 
@@ -461,6 +589,8 @@ _BUILDERS: dict[str, Callable[[str], TinyPipeline]] = {
     "modelscope": _modelscope,
     "i2vgenxl": _i2vgenxl,
     "animatediff": _animatediff,
+    "wan": _wan,
+    "ltx": _ltx,
 }
 
 

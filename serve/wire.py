@@ -12,7 +12,7 @@ from serve.events import GenerationSummary, ProgressEvent, Stage
 from serve.jobs import JobRecord, JobState
 from serve.request import CACHE_THRESHOLD_RANGE, OutputFormat, RequestFields
 
-_TASKS = {Task.T2V: pb.TASK_T2V, Task.I2V: pb.TASK_I2V}
+_TASKS = {Task.T2V: pb.TASK_T2V, Task.I2V: pb.TASK_I2V, Task.TI2V: pb.TASK_TI2V}
 _STAGES = {
     Stage.QUEUED: pb.STAGE_QUEUED,
     Stage.PREPARING: pb.STAGE_PREPARING,
@@ -74,6 +74,11 @@ def request_fields(params: pb.GenerationParams) -> RequestFields:
         noise_aug_strength=_optional(params, "noise_aug_strength"),
         decode_chunk_size=_optional(params, "decode_chunk_size"),
         true_cfg_scale=_optional(params, "true_cfg_scale"),
+        guidance_scale_2=_optional(params, "guidance_scale_2"),
+        boundary_ratio=_optional(params, "boundary_ratio"),
+        flow_shift=_optional(params, "flow_shift"),
+        decode_timestep=_optional(params, "decode_timestep"),
+        decode_noise_scale=_optional(params, "decode_noise_scale"),
         cache_policy=_enum("cache_policy", params.cache_policy, _CACHE_POLICIES_IN, pb.CachePolicy),
         cache_threshold=_optional(params, "cache_threshold"),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import signal
@@ -13,12 +14,16 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from serve.catalog import Task, get_spec
 from serve.events import GenerationSummary
 from serve.request import GenerationRequest, RequestFields, build_request
+
+if TYPE_CHECKING:
+    from serve.engine import Engine
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,6 +64,16 @@ def tiny_request(model: str, **fields: object) -> GenerationRequest:
     if spec.task is Task.I2V:
         defaults["image"] = png()
     return build_request(spec, spec.tiny_limits, RequestFields(model=model, **{**defaults, **fields}))
+
+
+@functools.cache
+def tiny_engine(model: str) -> Engine:
+    """A loaded Engine on `model`'s tiny checkpoint, one per model for the whole test process."""
+    from serve.engine import Engine
+
+    engine = Engine(get_spec(model), "tiny")
+    engine.load()
+    return engine
 
 
 def summary(**fields: object) -> GenerationSummary:

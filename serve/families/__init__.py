@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from contextlib import AbstractContextManager
 from types import ModuleType
 from typing import Any, Protocol
 
@@ -21,6 +22,10 @@ class Family(Protocol):
 
     def pipeline_kwargs(self, request: GenerationRequest, image: Image.Image | None) -> dict[str, Any]:
         """Arguments for the pipeline's `__call__` (without generator/output_type)."""
+        ...
+
+    def configured(self, pipe: Any, request: GenerationRequest) -> AbstractContextManager[None]:
+        """Per-request settings of the pipeline itself (its scheduler, its config), undone on exit."""
         ...
 
 

@@ -6,9 +6,11 @@ from typing import Any
 
 from PIL import Image
 
-from serve.families.common import text_video_kwargs
+from serve.families.common import configured, text_video_kwargs
 from serve.request import GenerationRequest
 from serve.weights import WeightsSource
+
+__all__ = ["configured", "load_pipeline", "pipeline_kwargs"]
 
 
 def load_pipeline(pipeline_cls: type, source: WeightsSource, load_kwargs: dict[str, Any]) -> Any:

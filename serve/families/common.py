@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from serve.request import GenerationRequest
@@ -24,3 +26,9 @@ def text_video_kwargs(request: GenerationRequest) -> dict[str, Any]:
         "num_inference_steps": request.num_inference_steps,
         "guidance_scale": request.guidance_scale,
     }
+
+
+@contextlib.contextmanager
+def configured(pipe: Any, request: GenerationRequest) -> Iterator[None]:
+    """Per-request settings of the pipeline itself, undone afterwards: none for most families."""
+    yield

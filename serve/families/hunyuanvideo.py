@@ -6,10 +6,10 @@ from typing import Any
 
 from PIL import Image
 
-from serve.families.common import load_pipeline, text_video_kwargs
+from serve.families.common import configured, load_pipeline, text_video_kwargs
 from serve.request import GenerationRequest
 
-__all__ = ["load_pipeline", "pipeline_kwargs"]
+__all__ = ["configured", "load_pipeline", "pipeline_kwargs"]
 
 
 def pipeline_kwargs(request: GenerationRequest, image: Image.Image | None) -> dict[str, Any]:

@@ -90,6 +90,11 @@ WILD: dict[str, st.SearchStrategy] = {
     "noise_aug_strength": FLOATS,
     "decode_chunk_size": NUMBERS,
     "true_cfg_scale": FLOATS,
+    "guidance_scale_2": FLOATS,
+    "boundary_ratio": FLOATS,
+    "flow_shift": FLOATS,
+    "decode_timestep": FLOATS,
+    "decode_noise_scale": FLOATS,
     "output_format": st.integers(-(2**31), 2**31 - 1),
 }
 # Every status the property test saw, checked by the last test: the mix must include both kinds.

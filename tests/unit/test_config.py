@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
+from serve.catalog import CATALOG
 from serve.config import AppConfig, ServeConfig
 from serve.deployments import model_deployment_options
 
@@ -14,10 +15,7 @@ def test_local_config_validates_and_becomes_a_valid_serve_config():
     config = ServeConfig.from_file("configs/local.yaml")
     schema = ServeDeploySchema.model_validate(config.to_serve_deploy())
     assert schema.applications[0].import_path == "serve.deployments:build_app"
-    assert {m.name for m in config.app.models} == {
-        "cogvideox-2b", "cogvideox-5b", "cogvideox-5b-i2v", "hunyuanvideo", "svd", "svd-xt",
-        "modelscope-t2v", "i2vgen-xl", "animatediff",
-    }  # fmt: skip
+    assert {m.name for m in config.app.models} == set(CATALOG)  # the embedded default serves them all
 
 
 @pytest.mark.parametrize(

@@ -13,16 +13,9 @@ from serve.engine import Engine
 from serve.errors import Cancelled, WeightsMissing
 from serve.events import ProgressEvent, Stage
 from serve.video import probe_mp4
-from tests.support import tiny_request
+from tests.support import tiny_engine, tiny_request
 
-_ENGINES: dict[str, Engine] = {}
-
-
-def engine_for(model: str) -> Engine:
-    if model not in _ENGINES:
-        _ENGINES[model] = Engine(get_spec(model), "tiny")
-        _ENGINES[model].load()
-    return _ENGINES[model]
+engine_for = tiny_engine
 
 
 @pytest.mark.parametrize("model", sorted(CATALOG))

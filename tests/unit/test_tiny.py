@@ -54,6 +54,34 @@ EXPECTED_COMPONENTS: dict[str, dict[str, str]] = {
     "I2VGenXLPipeline": {"unet": "I2VGenXLUNet", "scheduler": "DDIMScheduler", **_SD_TEXT, **_CLIP_IMAGE},
     "StableDiffusionPipeline": {"unet": "UNet2DConditionModel", "scheduler": "PNDMScheduler", **_SD_TEXT},
 }
+_WAN = {
+    "transformer": "WanTransformer3DModel",
+    "vae": "AutoencoderKLWan",
+    "text_encoder": "UMT5EncoderModel",
+    "tokenizer": "T5Tokenizer",  # transformers 5's name for T5TokenizerFast
+    "scheduler": "UniPCMultistepScheduler",
+}
+_WAN_EXPERTS = {**_WAN, "transformer_2": "WanTransformer3DModel"}
+# Wan's checkpoints differ by model, not by pipeline class: a second expert, a CLIP image encoder.
+EXPECTED_BY_MODEL: dict[str, dict[str, str]] = {
+    "wan2.1-t2v-1.3b": _WAN,
+    "wan2.1-t2v-14b": _WAN,
+    "wan2.1-i2v-14b-720p": {
+        **_WAN,
+        "image_encoder": "CLIPVisionModel",
+        "image_processor": "CLIPImageProcessorPil",
+    },
+    "wan2.2-t2v-a14b": _WAN_EXPERTS,
+    "wan2.2-i2v-a14b": _WAN_EXPERTS,
+    "wan2.2-ti2v-5b": _WAN,
+    "ltx-video": {
+        "transformer": "LTXVideoTransformer3DModel",
+        "vae": "AutoencoderKLLTXVideo",
+        "text_encoder": "T5EncoderModel",
+        "tokenizer": "T5Tokenizer",
+        "scheduler": "FlowMatchEulerDiscreteScheduler",
+    },
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -140,7 +168,7 @@ def test_checkpoint_declares_the_real_component_classes(model: str, checkpoints:
     expected_class = "StableDiffusionPipeline" if spec.adapter_repo_id else spec.pipeline_class
     assert index["_class_name"] == expected_class
     declared = {name: value[1] for name, value in index.items() if isinstance(value, list) and value[1]}
-    assert declared == EXPECTED_COMPONENTS[expected_class]
+    assert declared == EXPECTED_BY_MODEL.get(model, EXPECTED_COMPONENTS.get(expected_class))
     if spec.adapter_repo_id:
         adapter_config = json.loads((checkpoints[model] / "motion_adapter" / "config.json").read_text())
         assert adapter_config["_class_name"] == "MotionAdapter"
