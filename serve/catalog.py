@@ -455,6 +455,61 @@ _LTX = ModelSpec(
     description="LTX-Video 2B: text- or image-to-video, 704x480, 121 frames at 24 fps, faster than real time",
 )
 
+# HunyuanVideo 1.5 (8.3B): Qwen2.5-VL-7B + ByT5 text encoders, a 16x VAE (sides multiples of 16), frames
+# 4k+1 up to 121 (5 s at 24 fps), 720p checkpoints for t2v and i2v (hunyuanvideo-community's diffusers
+# conversions).
+_HUNYUAN15_LIMITS = Limits(
+    num_frames=IntRange(min=1, max=121, step=4),
+    default_num_frames=121,
+    default_fps=24,
+    height=IntRange(min=256, max=1280, step=16),
+    width=IntRange(min=256, max=1280, step=16),
+    default_height=720,
+    default_width=1280,
+    default_num_inference_steps=50,
+    default_guidance_scale=6.0,
+)
+
+
+def _hunyuan15(name: str, repo: str, task: Task, pipeline_class: str, description: str) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        repo_id=repo,
+        pipeline_class=pipeline_class,
+        family="hunyuanvideo15",
+        task=task,
+        knobs=frozenset({Knob.NEGATIVE_PROMPT, Knob.FLOW_SHIFT}),
+        limits=_HUNYUAN15_LIMITS,
+        tiny_limits=_tiny(
+            IntRange(min=1, max=17, step=4), 9, 24, guidance=6.0, side=IntRange(min=16, max=128, step=16)
+        ),
+        memory=MemoryOptions(vae_tiling=True, fp8_weights=True, text_encoder_offload=True),
+        denoiser="transformer",
+        cache_policies=_DIT_CACHE_POLICIES,
+        default_cache=_HUNYUAN_CACHE,
+        gpu_memory_gb=40.0,
+        text_encoder_gb=16.0,  # Qwen2.5-VL-7B's language model and ByT5 in bf16
+        description=description,
+    )
+
+
+_HUNYUAN15_MODELS = [
+    _hunyuan15(
+        "hunyuanvideo-1.5",
+        "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-720p_t2v",
+        Task.T2V,
+        "HunyuanVideo15Pipeline",
+        "HunyuanVideo 1.5 (8.3B) text-to-video, 1280x720, 121 frames at 24 fps",
+    ),
+    _hunyuan15(
+        "hunyuanvideo-1.5-i2v",
+        "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-720p_i2v",
+        Task.I2V,
+        "HunyuanVideo15ImageToVideoPipeline",
+        "HunyuanVideo 1.5 (8.3B) image-to-video (SigLIP image encoder), 1280x720, 121 frames at 24 fps",
+    ),
+]
+
 CATALOG: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
@@ -650,6 +705,7 @@ CATALOG: dict[str, ModelSpec] = {
         ),
         *_WAN_MODELS,
         _LTX,
+        *_HUNYUAN15_MODELS,
     ]
 }
 

@@ -25,6 +25,7 @@ from diffusers import (
     AutoencoderKL,
     AutoencoderKLCogVideoX,
     AutoencoderKLHunyuanVideo,
+    AutoencoderKLHunyuanVideo15,
     AutoencoderKLLTXVideo,
     AutoencoderKLTemporalDecoder,
     AutoencoderKLWan,
@@ -36,6 +37,9 @@ from diffusers import (
     DiffusionPipeline,
     EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
+    HunyuanVideo15ImageToVideoPipeline,
+    HunyuanVideo15Pipeline,
+    HunyuanVideo15Transformer3DModel,
     HunyuanVideoPipeline,
     HunyuanVideoTransformer3DModel,
     I2VGenXLPipeline,
@@ -55,7 +59,9 @@ from diffusers import (
     WanPipeline,
     WanTransformer3DModel,
 )
+from diffusers.guiders import ClassifierFreeGuidance
 from transformers import (
+    ByT5Tokenizer,
     CLIPImageProcessorPil,
     CLIPTextConfig,
     CLIPTextModel,
@@ -66,6 +72,12 @@ from transformers import (
     LlamaConfig,
     LlamaModel,
     LlamaTokenizerFast,
+    Qwen2_5_VLTextConfig,
+    Qwen2_5_VLTextModel,
+    Qwen2Tokenizer,
+    SiglipImageProcessorPil,
+    SiglipVisionConfig,
+    SiglipVisionModel,
     T5Config,
     T5EncoderModel,
     T5TokenizerFast,
@@ -112,6 +124,25 @@ def _llama_tokenizer() -> LlamaTokenizerFast:
     """Llama BPE tokenizer whose vocabulary is the byte-fallback tokens (plus a pad token)."""
     tokens = ["<unk>", "<s>", "</s>", "<pad>", "▁", *(f"<0x{b:02X}>" for b in range(256))]
     return LlamaTokenizerFast(vocab={t: i for i, t in enumerate(tokens)}, merges=[], pad_token="<pad>")
+
+
+def _qwen2_tokenizer() -> Qwen2Tokenizer:
+    """Qwen2 BPE tokenizer over single bytes with the chat markers, and a chat template of Qwen's form
+    (HunyuanVideo 1.5 encodes a system message and the prompt as a chat)."""
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tokenizer = Qwen2Tokenizer(
+        vocab={t: i for i, t in enumerate([*_byte_chars(), *specials])},
+        merges=[],
+        unk_token=None,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+    )
+    tokenizer.chat_template = (
+        "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    return tokenizer
 
 
 # Encoders.
@@ -165,6 +196,24 @@ def _llama_text_encoder(tokenizer: LlamaTokenizerFast) -> LlamaModel:
         pad_token_id=tokenizer.pad_token_id,
     )
     return LlamaModel(config)
+
+
+def _qwen_text_encoder(tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLTextModel:
+    config = Qwen2_5_VLTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=_TEXT_DIM,
+        intermediate_size=64,
+        num_hidden_layers=3,  # HunyuanVideo 1.5 reads the hidden state 2 layers before the last
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        rope_scaling={"mrope_section": [2, 2, 4], "rope_type": "default", "type": "default"},
+        rope_theta=1e6,
+        max_position_embeddings=2048,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+    return Qwen2_5_VLTextModel(config)
 
 
 def _clip_vision_config() -> CLIPVisionConfig:
@@ -435,6 +484,67 @@ def _ltx(model: str) -> LTXPipeline:
     )
 
 
+def _hunyuanvideo15(model: str) -> HunyuanVideo15Pipeline | HunyuanVideo15ImageToVideoPipeline:
+    """HunyuanVideo 1.5: Qwen2.5-VL (a chat-formatted prompt) + ByT5 (quoted text to draw), a guider
+    object, a VAE of 16x spatial and 4x temporal compression; I2V adds a SigLIP image encoder."""
+    image_to_video = get_spec(model).task is Task.I2V
+    latent_channels = 8
+    tokenizer = _qwen2_tokenizer()
+    tokenizer_2 = ByT5Tokenizer()
+    transformer = HunyuanVideo15Transformer3DModel(
+        in_channels=2 * latent_channels + 1,  # noise, the conditioning latents and their mask
+        out_channels=latent_channels,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=2,  # First-Block Cache needs a first block and at least one more
+        num_refiner_layers=1,
+        mlp_ratio=2.0,
+        patch_size=1,
+        patch_size_t=1,
+        text_embed_dim=_TEXT_DIM,
+        text_embed_2_dim=_TEXT_DIM,
+        image_embed_dim=_TEXT_DIM,
+        rope_axes_dim=(4, 6, 6),
+        target_size=32,
+        task_type="i2v" if image_to_video else "t2v",
+    )
+    vae = AutoencoderKLHunyuanVideo15(
+        latent_channels=latent_channels,
+        block_out_channels=(16,) * 5,  # the encoder's last block averages groups of 16 / (2 x 8) channels
+        layers_per_block=1,
+        spatial_compression_ratio=16,
+        temporal_compression_ratio=4,
+        downsample_match_channel=False,
+        upsample_match_channel=False,
+    )
+    components: dict[str, object] = {
+        "tokenizer": tokenizer,
+        "text_encoder": _qwen_text_encoder(tokenizer),
+        "tokenizer_2": tokenizer_2,
+        "text_encoder_2": _t5_text_encoder(tokenizer_2),
+        "transformer": transformer,
+        "vae": vae,
+        "scheduler": FlowMatchEulerDiscreteScheduler(shift=7.0),
+        "guider": ClassifierFreeGuidance(guidance_scale=6.0),
+    }
+    if not image_to_video:
+        return HunyuanVideo15Pipeline(**components)
+    # The pipeline takes 729 vision tokens (SigLIP at 384 px, patch 14: 27 x 27): 54 px, patch 2 here.
+    vision = SiglipVisionConfig(
+        hidden_size=_TEXT_DIM,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=54,
+        patch_size=2,
+    )
+    return HunyuanVideo15ImageToVideoPipeline(
+        **components,
+        image_encoder=SiglipVisionModel(vision),
+        feature_extractor=SiglipImageProcessorPil(size={"height": 54, "width": 54}),
+    )
+
+
 def _svd(model: str) -> StableVideoDiffusionPipeline:
     """Stable Video Diffusion (and XT): image-conditioned spatio-temporal UNet, temporal VAE decoder."""
     max_frames = get_spec(model).limits.num_frames.max  # the UNet's default num_frames: 14 or 25
@@ -591,6 +701,7 @@ _BUILDERS: dict[str, Callable[[str], TinyPipeline]] = {
     "animatediff": _animatediff,
     "wan": _wan,
     "ltx": _ltx,
+    "hunyuanvideo15": _hunyuanvideo15,
 }
 
 

@@ -32,3 +32,20 @@ def text_video_kwargs(request: GenerationRequest) -> dict[str, Any]:
 def configured(pipe: Any, request: GenerationRequest) -> Iterator[None]:
     """Per-request settings of the pipeline itself, undone afterwards: none for most families."""
     yield
+
+
+@contextlib.contextmanager
+def config_values(owner: Any, **values: Any) -> Iterator[None]:
+    """Set config entries of a pipeline or scheduler (what its `__call__` or `set_timesteps` reads) for
+    the duration; the checkpoint's values again afterwards."""
+    saved = {key: owner.config[key] for key in values}
+    owner.register_to_config(**values)
+    try:
+        yield
+    finally:
+        owner.register_to_config(**saved)
+
+
+def flow_shift_key(scheduler: Any) -> str:
+    """Where a flow-matching scheduler keeps its shift: UniPC (Wan's) or flow-matching Euler."""
+    return "flow_shift" if "flow_shift" in scheduler.config else "shift"

@@ -9,7 +9,7 @@ from typing import Any
 
 from PIL import Image
 
-from serve.families.common import load_pipeline, text_video_kwargs
+from serve.families.common import config_values, flow_shift_key, load_pipeline, text_video_kwargs
 from serve.request import GenerationRequest
 
 __all__ = ["configured", "load_pipeline", "pipeline_kwargs"]
@@ -24,26 +24,15 @@ def pipeline_kwargs(request: GenerationRequest, image: Image.Image | None) -> di
     return kwargs
 
 
-def _shift_key(scheduler: Any) -> str:
-    """Where the scheduler keeps the flow shift: UniPC (Wan's own) or flow-matching Euler."""
-    return "flow_shift" if "flow_shift" in scheduler.config else "shift"
-
-
 @contextlib.contextmanager
 def configured(pipe: Any, request: GenerationRequest) -> Iterator[None]:
     """The request's expert boundary (on the pipeline's config, which its loop reads) and flow shift (on
     the scheduler's config, which `set_timesteps` reads) for this run; the checkpoint's again after."""
-    changes: list[tuple[Any, dict[str, Any], dict[str, Any]]] = []
-    if request.boundary_ratio is not None:
-        changes.append((pipe, {"boundary_ratio": request.boundary_ratio}, {}))
-    if request.flow_shift is not None:
-        changes.append((pipe.scheduler, {_shift_key(pipe.scheduler): request.flow_shift}, {}))
-    try:
-        for owner, wanted, saved in changes:
-            saved.update({key: owner.config[key] for key in wanted})
-            owner.register_to_config(**wanted)
+    with contextlib.ExitStack() as stack:
+        if request.boundary_ratio is not None:
+            stack.enter_context(config_values(pipe, boundary_ratio=request.boundary_ratio))
+        if request.flow_shift is not None:
+            stack.enter_context(
+                config_values(pipe.scheduler, **{flow_shift_key(pipe.scheduler): request.flow_shift})
+            )
         yield
-    finally:
-        for owner, _, saved in changes:
-            if saved:
-                owner.register_to_config(**saved)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import inspect
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +18,9 @@ import torch
 from diffusers import AnimateDiffPipeline, DiffusionPipeline, MotionAdapter
 
 from serve.catalog import CATALOG, ModelSpec, Task
+from serve.families import get_family
 from serve.tiny import TINY_SEED, build_tiny_pipeline, write_tiny_checkpoint, write_tiny_checkpoints
+from tests.support import tiny_request
 
 MODELS = sorted(CATALOG)
 
@@ -62,6 +66,16 @@ _WAN = {
     "scheduler": "UniPCMultistepScheduler",
 }
 _WAN_EXPERTS = {**_WAN, "transformer_2": "WanTransformer3DModel"}
+_HUNYUAN15 = {
+    "transformer": "HunyuanVideo15Transformer3DModel",
+    "vae": "AutoencoderKLHunyuanVideo15",
+    "text_encoder": "Qwen2_5_VLTextModel",
+    "tokenizer": "Qwen2Tokenizer",
+    "text_encoder_2": "T5EncoderModel",
+    "tokenizer_2": "ByT5Tokenizer",
+    "scheduler": "FlowMatchEulerDiscreteScheduler",
+    "guider": "ClassifierFreeGuidance",
+}
 # Wan's checkpoints differ by model, not by pipeline class: a second expert, a CLIP image encoder.
 EXPECTED_BY_MODEL: dict[str, dict[str, str]] = {
     "wan2.1-t2v-1.3b": _WAN,
@@ -74,6 +88,12 @@ EXPECTED_BY_MODEL: dict[str, dict[str, str]] = {
     "wan2.2-t2v-a14b": _WAN_EXPERTS,
     "wan2.2-i2v-a14b": _WAN_EXPERTS,
     "wan2.2-ti2v-5b": _WAN,
+    "hunyuanvideo-1.5": _HUNYUAN15,
+    "hunyuanvideo-1.5-i2v": {
+        **_HUNYUAN15,
+        "image_encoder": "SiglipVisionModel",
+        "feature_extractor": "SiglipImageProcessorPil",
+    },
     "ltx-video": {
         "transformer": "LTXVideoTransformer3DModel",
         "vae": "AutoencoderKLLTXVideo",
@@ -132,7 +152,15 @@ def _generate(pipe: DiffusionPipeline, spec: ModelSpec, height: int, width: int,
         kwargs["prompt"] = "a red fox running through snow"
     if spec.pipeline_class == "I2VGenXLPipeline":
         kwargs["clip_skip"] = None  # its default of 1 needs CLIPTextModel.text_model, gone in transformers 5
-    return np.asarray(pipe(**kwargs).frames)
+    sized_by_the_service = contextlib.nullcontext()
+    if "height" not in inspect.signature(pipe.__call__).parameters:
+        # HunyuanVideo 1.5 I2V takes its size from the image's aspect-ratio bucket; the service gives it
+        # the request's size instead (serve/families/hunyuanvideo15.py), as here.
+        del kwargs["height"], kwargs["width"]
+        request = tiny_request(spec.name, height=height, width=width, num_frames=frames)
+        sized_by_the_service = get_family(spec.family).configured(pipe, request)
+    with sized_by_the_service:
+        return np.asarray(pipe(**kwargs).frames)
 
 
 def _digests(root: Path) -> dict[str, str]:
