@@ -39,12 +39,18 @@ class TransformerGeometry(BaseModel):
         transformer = json.loads((root / "transformer" / "config.json").read_text())
         vae_file = root / "vae" / "config.json"
         vae = json.loads(vae_file.read_text()) if vae_file.is_file() else {}
+        patch = transformer["patch_size"]
+        if isinstance(patch, list):  # Wan: (frames, height, width)
+            patch_t, patch = patch[0], patch[1]
+        else:
+            patch_t = transformer["patch_size_t"]
         return cls(
             num_attention_heads=transformer["num_attention_heads"],
-            patch_size=transformer["patch_size"],
-            patch_size_t=transformer["patch_size_t"],
-            spatial_compression=vae.get("spatial_compression_ratio", 8),
-            temporal_compression=vae.get("temporal_compression_ratio", 4),
+            patch_size=patch,
+            patch_size_t=patch_t,
+            # HunyuanVideo's VAE names them one way, Wan's another.
+            spatial_compression=vae.get("spatial_compression_ratio", vae.get("scale_factor_spatial", 8)),
+            temporal_compression=vae.get("temporal_compression_ratio", vae.get("scale_factor_temporal", 4)),
         )
 
     def video_tokens(self, num_frames: int, height: int, width: int) -> int:

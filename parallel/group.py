@@ -29,7 +29,7 @@ from parallel.fp8 import ParameterBytes
 from serve.catalog import MemoryOptions, ModelSpec
 from serve.compile import CompileOptions, compiled_graphs
 from serve.config import ParallelOptions
-from serve.engine import FloatFrames
+from serve.engine import FloatFrames, denoisers
 from serve.errors import Cancelled, InvalidArgument, Unavailable
 from serve.events import EncodedVideo, ProgressCallback, ProgressEvent
 from serve.request import GenerationRequest
@@ -142,6 +142,7 @@ class RankActor:
                 for name, module in engine.pipe.components.items()
                 if name.startswith("text_encoder") and module is not None
             ),
+            "denoisers": [type(module).__name__ for module in denoisers(engine.pipe)],
             "last_stages": None if last is None else last.stages,
         }
 

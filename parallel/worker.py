@@ -79,11 +79,15 @@ class _XDiTFamily:
         self.without_text_encoders = without_text_encoders
 
     def load_pipeline(self, pipeline_cls: type, source: Any, load_kwargs: dict[str, Any]) -> Any:
-        transformer = self.transformer_cls.from_pretrained(
-            str(source.path), subfolder="transformer", torch_dtype=load_kwargs.get("torch_dtype")
-        )
-        transformer.install_xdit_attention_processors()
-        kwargs = {**load_kwargs, "transformer": transformer}
+        kwargs = dict(load_kwargs)
+        for name in transformer_names(source.path):  # Wan 2.2 A14B: both experts run in parallel
+            transformer = self.transformer_cls.from_pretrained(
+                str(source.path), subfolder=name, torch_dtype=load_kwargs.get("torch_dtype")
+            )
+            install = getattr(transformer, "install_xdit_attention_processors", None)
+            if install is not None:  # HunyuanVideo's wrapper; Wan's installs them as it is built
+                install()
+            kwargs[name] = transformer
         if self.without_text_encoders:
             kwargs |= {name: None for name in text_encoder_names(source.path)}
         return self.family.load_pipeline(pipeline_cls, source, kwargs)
@@ -95,17 +99,32 @@ class _XDiTFamily:
         return self.family.configured(pipe, request)
 
 
-def text_encoder_names(checkpoint: Any) -> list[str]:
-    """The text-encoder components of a diffusers checkpoint directory (`text_encoder`, `text_encoder_2`)."""
+def _components(checkpoint: Any) -> dict[str, Any]:
+    """The components a diffusers checkpoint directory declares (its model_index.json), present ones only."""
     import json
     from pathlib import Path
 
     index = json.loads((Path(checkpoint) / "model_index.json").read_text())
-    return sorted(name for name in index if name.startswith("text_encoder"))
+    return {name: value for name, value in index.items() if isinstance(value, list) and value[1]}
 
 
-def _transformer_class(cfg_degree: int) -> type:
-    """xDiT's HunyuanVideo wrapper; with cfg=2, a subclass running each true-CFG branch on its rank group."""
+def transformer_names(checkpoint: Any) -> list[str]:
+    """`transformer`, and `transformer_2` where the checkpoint has a second expert."""
+    return sorted(name for name in _components(checkpoint) if name.startswith("transformer"))
+
+
+def text_encoder_names(checkpoint: Any) -> list[str]:
+    """The text-encoder components of a diffusers checkpoint directory (`text_encoder`, `text_encoder_2`)."""
+    return sorted(name for name in _components(checkpoint) if name.startswith("text_encoder"))
+
+
+def _transformer_class(family: str, cfg_degree: int) -> type:
+    """xDiT's sequence-parallel transformer of the family: HunyuanVideo's (with cfg=2, a subclass running
+    each true-CFG branch on its rank group) or Wan's."""
+    if family == "wan":
+        from xfuser.model_executor.models.transformers.transformer_wan import xFuserWanTransformer3DWrapper
+
+        return xFuserWanTransformer3DWrapper
     from xfuser.core.distributed import get_classifier_free_guidance_rank
     from xfuser.model_executor.models.transformers.transformer_hunyuan_video import (
         xFuserHunyuanVideoTransformer3DWrapper,
@@ -214,7 +233,7 @@ class RankWorker:
         self._init_distributed()
         self.engine.family = _XDiTFamily(
             self.engine.family,
-            _transformer_class(self.parallel.cfg_degree),
+            _transformer_class(self.spec.family, self.parallel.cfg_degree),
             without_text_encoders=self.rank != 0,
         )
         self.engine.load()

@@ -198,6 +198,10 @@ class ModelSpec(BaseModel):
     experts: int = Field(
         1, ge=1, le=2, description="denoisers taking turns over the steps (Wan 2.2 A14B: high and low noise)"
     )
+    sequence_parallel: bool = Field(
+        False,
+        description="xDiT (xfuser) has a sequence-parallel transformer for it: a replica may span GPUs",
+    )
     cache_policies: frozenset[CachePolicy] = Field(
         frozenset(), description="step-cache policies besides off (none for the UNet families)"
     )
@@ -355,6 +359,7 @@ def _wan(
         memory=memory,
         denoiser="transformer",
         experts=experts,
+        sequence_parallel=True,
         cache_policies=_DIT_CACHE_POLICIES,
         default_cache=_WAN_CACHE,
         gpu_memory_gb=gpu_memory_gb,
@@ -591,6 +596,7 @@ CATALOG: dict[str, ModelSpec] = {
             denoiser="transformer",
             cache_policies=_DIT_CACHE_POLICIES,
             default_cache=_HUNYUAN_CACHE,
+            sequence_parallel=True,
             gpu_memory_gb=45.0,
             text_encoder_gb=15.3,
             description="HunyuanVideo 13B text-to-video, 1280x720, up to 129 frames; multi-GPU with xDiT",

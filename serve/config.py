@@ -268,6 +268,24 @@ class ModelDeployment(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _parallel_supported(self) -> ModelDeployment:
+        if self.parallel is None or self.parallel.world_size == 1:
+            return self
+        spec = CATALOG[self.name]
+        if not spec.sequence_parallel:
+            capable = ", ".join(n for n, s in CATALOG.items() if s.sequence_parallel)
+            raise ValueError(
+                f"parallel: {self.name} has no sequence-parallel transformer in xDiT; models that can span "
+                f"GPUs: {capable}"
+            )
+        if self.parallel.cfg_degree == 2 and spec.family != "hunyuanvideo":
+            raise ValueError(
+                f"parallel.cfg_degree=2 splits HunyuanVideo's true-CFG branches; {self.name} runs with "
+                "cfg_degree 1 (put the GPUs into ulysses_degree or ring_degree)"
+            )
+        return self
+
     def default_cache(self) -> StepCache:
         """The step caching of a request that does not choose its own."""
         if self.cache is not None:

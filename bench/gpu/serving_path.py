@@ -149,7 +149,9 @@ def rank_main(rank: int, world_size: int, init: str, args: argparse.Namespace, c
 
     device = torch.device("cpu" if args.dry_run else "cuda")
     choose = parallel.worker._transformer_class  # stands in for the hub weights: see the module docstring
-    parallel.worker._transformer_class = lambda cfg_degree: random_weights(choose(cfg_degree), device)
+    parallel.worker._transformer_class = lambda family, cfg_degree: random_weights(
+        choose(family, cfg_degree), device
+    )
     spec = get_spec(MODEL)
     memory = MemoryOptions() if args.dry_run else spec.memory
     worker = parallel.worker.RankWorker(

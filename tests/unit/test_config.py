@@ -100,3 +100,22 @@ def test_a_step_cache_policy_the_model_lacks_is_refused_and_tiny_weights_default
     assert app.models[0].default_cache().policy == "off"  # tiny: random weights, every step differs
     real = AppConfig.model_validate({"models": [{"name": "hunyuanvideo", "weights": "hub"}]}).models[0]
     assert real.default_cache().policy == "first_block" and real.default_cache().threshold == 0.06
+
+
+@pytest.mark.parametrize(
+    ("model", "parallel", "message"),
+    [
+        (
+            "svd",
+            {"ulysses_degree": 2},
+            "svd has no sequence-parallel transformer in xDiT; models that can span",
+        ),
+        ("wan2.1-t2v-14b", {"cfg_degree": 2}, "cfg_degree=2 splits HunyuanVideo's true-CFG branches"),
+    ],
+)
+def test_parallel_is_refused_at_configuration_for_models_xdit_cannot_split(model, parallel, message):
+    with pytest.raises(ValidationError, match=message):
+        AppConfig.model_validate({"models": [{"name": model, "parallel": parallel}]})
+    assert AppConfig.model_validate(
+        {"models": [{"name": "wan2.2-t2v-a14b", "parallel": {"ulysses_degree": 2}}]}
+    )
