@@ -118,13 +118,22 @@ def text_encoder_names(checkpoint: Any) -> list[str]:
     return sorted(name for name in _components(checkpoint) if name.startswith("text_encoder"))
 
 
+# xDiT's sequence-parallel transformers by family (module under xfuser's transformers, class); HunyuanVideo's
+# is chosen below, with its true-CFG split.
+_XDIT_TRANSFORMERS = {
+    "wan": ("transformer_wan", "xFuserWanTransformer3DWrapper"),
+    "hunyuanvideo15": ("transformer_hunyuan_video15", "xFuserHunyuanVideo15Transformer3DWrapper"),
+}
+
+
 def _transformer_class(family: str, cfg_degree: int) -> type:
     """xDiT's sequence-parallel transformer of the family: HunyuanVideo's (with cfg=2, a subclass running
-    each true-CFG branch on its rank group) or Wan's."""
-    if family == "wan":
-        from xfuser.model_executor.models.transformers.transformer_wan import xFuserWanTransformer3DWrapper
+    each true-CFG branch on its rank group), Wan's or HunyuanVideo 1.5's."""
+    if family in _XDIT_TRANSFORMERS:
+        import importlib
 
-        return xFuserWanTransformer3DWrapper
+        module, name = _XDIT_TRANSFORMERS[family]
+        return getattr(importlib.import_module(f"xfuser.model_executor.models.transformers.{module}"), name)
     from xfuser.core.distributed import get_classifier_free_guidance_rank
     from xfuser.model_executor.models.transformers.transformer_hunyuan_video import (
         xFuserHunyuanVideoTransformer3DWrapper,
@@ -246,7 +255,10 @@ class RankWorker:
         self._init_xdit_runtime()
         if self.parallel.parallel_vae and self.world_size > 1:
             vae_group = dist.new_group(ranks=list(range(self.world_size)), timeout=self.timeout)
-            self.vae_split = split_vae_decode(self.engine.pipe.vae, vae_group, self.rank, self.world_size)
+            try:
+                self.vae_split = split_vae_decode(self.engine.pipe.vae, vae_group, self.rank, self.world_size)
+            except ValueError as unsupported:  # DistVAE has no adapter for this VAE: rank 0 decodes alone
+                log.warning("rank %d: VAE decode not split: %s", self.rank, unsupported)
         # Step-cache decisions are taken from measures summed over every rank of the replica.
         self.engine.cache_reduce = _sum_over_ranks
         self.load_seconds = time.perf_counter() - start

@@ -492,6 +492,7 @@ def _hunyuan15(name: str, repo: str, task: Task, pipeline_class: str, descriptio
         denoiser="transformer",
         cache_policies=_DIT_CACHE_POLICIES,
         default_cache=_HUNYUAN_CACHE,
+        sequence_parallel=True,
         gpu_memory_gb=40.0,
         text_encoder_gb=16.0,  # Qwen2.5-VL-7B's language model and ByT5 in bf16
         description=description,

@@ -1,5 +1,6 @@
-"""Wan across 2 ranks (xDiT's Ulysses over gloo on the CPU) against one process: the same frames, for
-Wan 2.1 (one transformer) and Wan 2.2 A14B (both experts split over the ranks)."""
+"""The 2026 DiTs across 2 ranks (xDiT's Ulysses over gloo on the CPU) against one process: the same
+frames, for Wan 2.1 (one transformer), Wan 2.2 A14B (both experts split over the ranks) and HunyuanVideo
+1.5."""
 
 from __future__ import annotations
 
@@ -29,7 +30,13 @@ def request(model: str, **fields):
     )
 
 
-@pytest.fixture(scope="module", params=["wan2.1-t2v-14b", "wan2.2-t2v-a14b"])
+XDIT_CLASSES = {
+    "wan": "xFuserWanTransformer3DWrapper",
+    "hunyuanvideo15": "xFuserHunyuanVideo15Transformer3DWrapper",
+}
+
+
+@pytest.fixture(scope="module", params=["wan2.1-t2v-14b", "wan2.2-t2v-a14b", "hunyuanvideo-1.5"])
 def engines(request, ray_cluster, tiny_dir) -> Iterator[tuple[Engine, ParallelEngine]]:
     model = request.param
     spec = get_spec(model)
@@ -51,20 +58,27 @@ def engines(request, ray_cluster, tiny_dir) -> Iterator[tuple[Engine, ParallelEn
 def test_two_ulysses_ranks_give_the_frames_of_one_process(engines):
     single, parallel = engines
     model = single.spec.name
-    fields = {"num_inference_steps": 4, "height": 32, "width": 48}
+    fields = {
+        "num_inference_steps": 4,
+        "height": 32,
+        "width": 64 if single.spec.family == "hunyuanvideo15" else 48,
+    }
     if single.spec.experts == 2:
         fields["boundary_ratio"] = 0.5  # both experts take steps
     with torch.inference_mode():
         alone = single.float_frames(request(model, **fields))
     split = parallel.frames(request(model, **fields))
-    assert split.frames.shape == alone.frames.shape == (9, 32, 48, 3)
+    assert split.frames.shape == alone.frames.shape == (9, 32, fields["width"], 3)
     difference = float(np.abs(split.frames - alone.frames).max())
     assert difference < BOUND, difference
     assert split.forwards.forwards == alone.forwards.forwards  # every forward of each expert, on each rank
-    # Each expert is xDiT's sequence-parallel Wan transformer on every rank; the VAE decode is split too.
+    # Each expert is xDiT's sequence-parallel transformer on every rank; only rank 0 holds text encoders.
+    encoders = (
+        ["text_encoder", "text_encoder_2"] if single.spec.family == "hunyuanvideo15" else ["text_encoder"]
+    )
     for rank in parallel.ranks:
         info = ray.get(rank.info.remote())
-        assert info["denoisers"] == ["xFuserWanTransformer3DWrapper"] * single.spec.experts
-        assert info["vae_split"] != "none" and info["text_encoders"] == (
-            ["text_encoder"] if rank is parallel.ranks[0] else []
-        )
+        assert info["denoisers"] == [XDIT_CLASSES[single.spec.family]] * single.spec.experts
+        assert info["text_encoders"] == (encoders if rank is parallel.ranks[0] else [])
+        if single.spec.family == "wan":
+            assert info["vae_split"] == "rows"  # DistVAE splits Wan's decode too
