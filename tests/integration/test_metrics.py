@@ -32,7 +32,11 @@ RULES = REPO / "k8s" / "components" / "monitoring" / "rules" / "videogen.rules.y
 MODEL = "cogvideox-2b"  # fast on tiny weights, runs in one process (no rank actors)
 STEPS = 3
 GENERATES = 3
-SETTLE_S = 3.0  # Ray pushes metrics every second here (conftest); Prometheus scrapes every second
+# Prometheus scrapes every SCRAPE_S with the same timeout (it allows no longer): by this module, Ray's
+# exposition holds every series of the session's earlier apps (megabytes), and a scrape of it on a busy
+# 2-core machine can take more than a second, so a 1-second interval would lose every scrape.
+SCRAPE_S = 4
+SETTLE_S = 3.0 * SCRAPE_S  # Ray pushes metrics every second here (conftest); unchanged over 3 scrapes
 TIMEOUT_S = 90.0
 
 M = f'model="{MODEL}"'
@@ -101,7 +105,10 @@ def params(**fields) -> pb.GenerationParams:
 @pytest.fixture(scope="module")
 def prometheus(service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     server = PrometheusServer(
-        [f"127.0.0.1:{service.metrics_port}"], tmp_path_factory.mktemp("prometheus"), rule_files=[RULES]
+        [f"127.0.0.1:{service.metrics_port}"],
+        tmp_path_factory.mktemp("prometheus"),
+        rule_files=[RULES],
+        interval=f"{SCRAPE_S}s",
     )
     with server:
         # The replica's memory gauge is set when it loads: once stored, scraping works end to end.
