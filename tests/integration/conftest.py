@@ -15,7 +15,14 @@ from serve.ports import free_port
 # Few steps are fast; tests that need a long-running request ask for more steps.
 BACKPRESSURE_MODEL = "modelscope-t2v"
 BACKPRESSURE_QUEUE = 2
+# The models that tests address by name keep a replica for the whole session. Every other model scales to
+# zero: the tests that walk the catalog start its replica on the first request and Serve removes it soon
+# after, so at most a few of them are resident at a time on a 2-core machine instead of all of them at once.
+WARM_MODELS = frozenset({"cogvideox-2b", "hunyuanvideo", "svd", BACKPRESSURE_MODEL})
+WARM = {"min_replicas": 1, "max_replicas": 1}
+COLD = {"min_replicas": 0, "max_replicas": 1, "downscale_delay_s": 20.0, "downscale_to_zero_delay_s": 20.0}
 # Serve's gRPC proxy limit, as `videogen serve` sets it (tests/integration/test_hostile_input.py).
+APP = "videogen"
 PROXY_MAX_MESSAGE_BYTES = ServeConfig.model_fields["max_message_bytes"].default
 
 
@@ -31,6 +38,13 @@ class Service:
 
         return VideogenClient(self.target, **kwargs)
 
+    def resident_replicas(self) -> set[str]:
+        """Actor names of the replicas that live the whole session: the Router's and WARM_MODELS'."""
+        from tests.integration.cluster import replica_names
+
+        warm = [model.deployment_name for model in self.config.models if model.name in WARM_MODELS]
+        return set().union(*(replica_names(APP, deployment) for deployment in ["Router", *warm]))
+
 
 def make_app_config(results_dir: Path) -> AppConfig:
     models = []
@@ -40,7 +54,7 @@ def make_app_config(results_dir: Path) -> AppConfig:
             "weights": "tiny",
             "num_cpus": 0.1,
             "max_queued_requests": 16,
-            "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+            "autoscaling": WARM if name in WARM_MODELS else COLD,
         }
         if name == BACKPRESSURE_MODEL:
             model["max_queued_requests"] = BACKPRESSURE_QUEUE
@@ -87,5 +101,5 @@ def service(ray_cluster: int, tmp_path_factory: pytest.TempPathFactory) -> Servi
         grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=SERVICER_FUNCTIONS),
     )
     config = make_app_config(results_dir)
-    serve.run(build_app(config), name="videogen", route_prefix="/")
+    serve.run(build_app(config), name=APP, route_prefix="/")
     return Service(f"127.0.0.1:{grpc_port}", config, results_dir, ray_cluster)

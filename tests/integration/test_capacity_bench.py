@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
@@ -11,12 +12,31 @@ from PIL import Image
 from bench.capacity import CostProfile
 from bench.report import PLOTS
 from bench.workload import WORKLOADS, Workload
+from serve.api import pb
+from serve.catalog import Task, get_spec
 from serve.cli import main
+from tests.integration.conftest import WARM_MODELS
+from tests.support import png
 
 pytestmark = pytest.mark.integration
 
 TINY = sorted(WORKLOADS.glob("*-tiny.yaml"))
 STATS = ("min", "p50", "p90", "p95", "p99", "max")
+
+
+def start_replicas(service, models: set[str]) -> None:
+    """One request to each model that may have scaled to zero (not in conftest.WARM_MODELS), all at once:
+    the benchmark, like the capacity planner, measures replicas that are up before the load arrives."""
+    cold = sorted(models - WARM_MODELS)
+
+    def start(model: str) -> None:
+        image = png() if get_spec(model).task is Task.I2V else b""
+        params = pb.GenerationParams(model=model, prompt="warm up", num_inference_steps=1, image=image)
+        with service.client() as client:
+            client.generate(params, timeout=300)
+
+    with ThreadPoolExecutor(max(1, len(cold))) as pool:
+        list(pool.map(start, cold))
 
 
 @pytest.mark.parametrize("path", TINY, ids=lambda p: p.stem)
@@ -30,6 +50,7 @@ def test_tiny_workload_report_accounts_for_every_request(service, tmp_path, path
     if workload.api == "generate":
         args += ["--profile-out", str(profile)]
 
+    start_replicas(service, {entry.model for entry in workload.mix})
     assert main(args) == 0
 
     report = json.loads((out / "report.json").read_text())
