@@ -460,6 +460,45 @@ _LTX = ModelSpec(
     description="LTX-Video 2B: text- or image-to-video, 704x480, 121 frames at 24 fps, faster than real time",
 )
 
+# HunyuanVideo (and its I2V model): frames 4k+1 up to 129 (5.4 s at 24 fps), sides multiples of 16.
+_HUNYUAN_LIMITS = Limits(
+    num_frames=IntRange(min=1, max=129, step=4),
+    default_num_frames=129,
+    default_fps=24,
+    height=IntRange(min=256, max=1280, step=16),
+    width=IntRange(min=256, max=1280, step=16),
+    default_height=720,
+    default_width=1280,
+    default_num_inference_steps=50,
+    default_guidance_scale=6.0,
+)
+
+
+def _hunyuan(
+    name: str, repo: str, task: Task, pipeline_class: str, text_encoder_gb: float, description: str
+) -> ModelSpec:
+    """HunyuanVideo 13B: text-to-video (split across GPUs by xDiT) and image-to-video (one process: xDiT's
+    HunyuanVideo transformer has no image conditioning)."""
+    return ModelSpec(
+        name=name,
+        repo_id=repo,
+        pipeline_class=pipeline_class,
+        family="hunyuanvideo",
+        task=task,
+        knobs=frozenset({Knob.NEGATIVE_PROMPT, Knob.TRUE_CFG_SCALE}),
+        limits=_HUNYUAN_LIMITS,
+        tiny_limits=_tiny(IntRange(min=1, max=17, step=4), 9, 24, side=_TINY_DIT_SIDE),
+        memory=MemoryOptions(vae_tiling=True, fp8_weights=True, text_encoder_offload=True),
+        denoiser="transformer",
+        cache_policies=_DIT_CACHE_POLICIES,
+        default_cache=_HUNYUAN_CACHE,
+        sequence_parallel=task is Task.T2V,
+        gpu_memory_gb=45.0,
+        text_encoder_gb=text_encoder_gb,
+        description=description,
+    )
+
+
 # HunyuanVideo 1.5 (8.3B): Qwen2.5-VL-7B + ByT5 text encoders, a 16x VAE (sides multiples of 16), frames
 # 4k+1 up to 121 (5 s at 24 fps), 720p checkpoints for t2v and i2v (hunyuanvideo-community's diffusers
 # conversions).
@@ -574,33 +613,24 @@ CATALOG: dict[str, ModelSpec] = {
             text_encoder_gb=9.5,
             description="CogVideoX 5B image-to-video (image + prompt), 720x480, 49 frames at 8 fps",
         ),
-        ModelSpec(
-            name="hunyuanvideo",
-            repo_id="hunyuanvideo-community/HunyuanVideo",
-            pipeline_class="HunyuanVideoPipeline",
-            family="hunyuanvideo",
-            task=Task.T2V,
-            knobs=frozenset({Knob.NEGATIVE_PROMPT, Knob.TRUE_CFG_SCALE}),
-            limits=Limits(
-                num_frames=IntRange(min=1, max=129, step=4),
-                default_num_frames=129,
-                default_fps=24,
-                height=IntRange(min=256, max=1280, step=16),
-                width=IntRange(min=256, max=1280, step=16),
-                default_height=720,
-                default_width=1280,
-                default_num_inference_steps=50,
-                default_guidance_scale=6.0,
-            ),
-            tiny_limits=_tiny(IntRange(min=1, max=17, step=4), 9, 24, side=_TINY_DIT_SIDE),
-            memory=MemoryOptions(vae_tiling=True, fp8_weights=True, text_encoder_offload=True),
-            denoiser="transformer",
-            cache_policies=_DIT_CACHE_POLICIES,
-            default_cache=_HUNYUAN_CACHE,
-            sequence_parallel=True,
-            gpu_memory_gb=45.0,
+        _hunyuan(
+            "hunyuanvideo",
+            "hunyuanvideo-community/HunyuanVideo",
+            Task.T2V,
+            "HunyuanVideoPipeline",
             text_encoder_gb=15.3,
             description="HunyuanVideo 13B text-to-video, 1280x720, up to 129 frames; multi-GPU with xDiT",
+        ),
+        _hunyuan(
+            "hunyuanvideo-i2v",
+            "hunyuanvideo-community/HunyuanVideo-I2V",
+            Task.I2V,
+            "HunyuanVideoImageToVideoPipeline",
+            text_encoder_gb=16.0,  # Llava-Llama-3-8B (language model and CLIP vision tower) in bf16
+            description=(
+                "HunyuanVideo-I2V 13B image-to-video (the image's latent replaces the first frame's), "
+                "1280x720, up to 129 frames"
+            ),
         ),
         ModelSpec(
             name="svd",

@@ -40,6 +40,7 @@ from diffusers import (
     HunyuanVideo15ImageToVideoPipeline,
     HunyuanVideo15Pipeline,
     HunyuanVideo15Transformer3DModel,
+    HunyuanVideoImageToVideoPipeline,
     HunyuanVideoPipeline,
     HunyuanVideoTransformer3DModel,
     I2VGenXLPipeline,
@@ -60,7 +61,9 @@ from diffusers import (
     WanTransformer3DModel,
 )
 from diffusers.guiders import ClassifierFreeGuidance
+from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_image2video import DEFAULT_PROMPT_TEMPLATE
 from transformers import (
+    AddedToken,
     ByT5Tokenizer,
     CLIPImageProcessorPil,
     CLIPTextConfig,
@@ -72,6 +75,8 @@ from transformers import (
     LlamaConfig,
     LlamaModel,
     LlamaTokenizerFast,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
     Qwen2_5_VLTextConfig,
     Qwen2_5_VLTextModel,
     Qwen2Tokenizer,
@@ -124,6 +129,23 @@ def _llama_tokenizer() -> LlamaTokenizerFast:
     """Llama BPE tokenizer whose vocabulary is the byte-fallback tokens (plus a pad token)."""
     tokens = ["<unk>", "<s>", "</s>", "<pad>", "▁", *(f"<0x{b:02X}>" for b in range(256))]
     return LlamaTokenizerFast(vocab={t: i for i, t in enumerate(tokens)}, merges=[], pad_token="<pad>")
+
+
+def _llava_tokenizer() -> LlamaTokenizerFast:
+    """The byte-fallback Llama tokenizer plus Llava-Llama-3's chat markers and image token, with the fixed
+    words of HunyuanVideo-I2V's prompt template as single tokens: the template then puts its image token
+    at the published position (5, after the BOS) and leaves the prompt its published room."""
+    tokens = ["<unk>", "<s>", "</s>", "<pad>", "▁", *(f"<0x{b:02X}>" for b in range(256))]
+    tokenizer = LlamaTokenizerFast(
+        vocab={t: i for i, t in enumerate(tokens)}, merges=[], pad_token="<pad>", add_bos_token=True
+    )
+    markers = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<image>"]
+    tokenizer.add_special_tokens({"additional_special_tokens": markers})
+    template = DEFAULT_PROMPT_TEMPLATE["template"]
+    instruction = template.split("<image>")[1].split("<|eot_id|>")[0]
+    words = ["system", "user", "assistant", "\n\n", instruction]
+    tokenizer.add_tokens([AddedToken(word, normalized=False) for word in words])
+    return tokenizer
 
 
 def _qwen2_tokenizer() -> Qwen2Tokenizer:
@@ -182,20 +204,47 @@ def _t5_text_encoder(tokenizer: T5TokenizerFast, umt5: bool = False) -> T5Encode
     return model_cls(config)
 
 
-def _llama_text_encoder(tokenizer: LlamaTokenizerFast) -> LlamaModel:
-    config = LlamaConfig(
+def _llama_config(tokenizer: LlamaTokenizerFast, max_positions: int) -> LlamaConfig:
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=_TEXT_DIM,
         intermediate_size=64,
         num_hidden_layers=3,  # HunyuanVideo reads the hidden state 2 layers before the last
         num_attention_heads=4,
         num_key_value_heads=4,
-        max_position_embeddings=512,
+        max_position_embeddings=max_positions,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    return LlamaModel(config)
+
+
+def _llama_text_encoder(tokenizer: LlamaTokenizerFast) -> LlamaModel:
+    return LlamaModel(_llama_config(tokenizer, max_positions=512))
+
+
+def _llava_text_encoder(tokenizer: LlamaTokenizerFast) -> LlavaForConditionalGeneration:
+    """Llava as HunyuanVideo-I2V's: a Llama that reads CLIP vision tokens in place of its <image> token,
+    576 of them (the published 336 px at patch 14: 24 x 24), here from 48 px at patch 2."""
+    text = _llama_config(tokenizer, max_positions=1024)  # the prompt's 359 tokens, the image's 576
+    vision = CLIPVisionConfig(
+        hidden_size=_TEXT_DIM,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=48,
+        patch_size=2,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_seq_length=576,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",  # without CLIP's class token
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlavaForConditionalGeneration(config)
 
 
 def _qwen_text_encoder(tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLTextModel:
@@ -331,10 +380,13 @@ def _cogvideox(model: str) -> CogVideoXPipeline | CogVideoXImageToVideoPipeline:
     )
 
 
-def _hunyuanvideo(model: str) -> HunyuanVideoPipeline:
-    """HunyuanVideo: Llama + CLIP text encoders, flow-matching Euler with shift 7."""
-    tokenizer = _llama_tokenizer()
-    text_encoder = _llama_text_encoder(tokenizer)
+def _hunyuanvideo(model: str) -> HunyuanVideoPipeline | HunyuanVideoImageToVideoPipeline:
+    """HunyuanVideo: Llama + CLIP text encoders, flow-matching Euler with shift 7. Image-to-video reads the
+    image with the prompt through Llava, and the image's latent replaces the first frame's tokens (the
+    published I2V checkpoint's "token_replace" conditioning)."""
+    image_to_video = get_spec(model).task is Task.I2V
+    tokenizer = _llava_tokenizer() if image_to_video else _llama_tokenizer()
+    text_encoder = _llava_text_encoder(tokenizer) if image_to_video else _llama_text_encoder(tokenizer)
     tokenizer_2 = _clip_tokenizer()
     text_encoder_2 = _clip_text_encoder(tokenizer_2)
     vae = AutoencoderKLHunyuanVideo(
@@ -359,17 +411,21 @@ def _hunyuanvideo(model: str) -> HunyuanVideoPipeline:
         text_embed_dim=_TEXT_DIM,
         pooled_projection_dim=_TEXT_DIM,  # CLIP's pooled output, not its projection
         rope_axes_dim=(4, 6, 6),
+        image_condition_type="token_replace" if image_to_video else None,
     )
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=7.0)
-    return HunyuanVideoPipeline(
-        tokenizer=tokenizer,
-        text_encoder=text_encoder,
-        tokenizer_2=tokenizer_2,
-        text_encoder_2=text_encoder_2,
-        vae=vae,
-        transformer=transformer,
-        scheduler=scheduler,
-    )
+    components = {
+        "tokenizer": tokenizer,
+        "text_encoder": text_encoder,
+        "tokenizer_2": tokenizer_2,
+        "text_encoder_2": text_encoder_2,
+        "vae": vae,
+        "transformer": transformer,
+        "scheduler": FlowMatchEulerDiscreteScheduler(shift=7.0),
+    }
+    if not image_to_video:
+        return HunyuanVideoPipeline(**components)
+    processor = CLIPImageProcessorPil(size={"shortest_edge": 48}, crop_size={"height": 48, "width": 48})
+    return HunyuanVideoImageToVideoPipeline(**components, image_processor=processor)
 
 
 def _wan(model: str) -> WanPipeline | WanImageToVideoPipeline:

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from serve.catalog import Task, get_spec
+from serve.catalog import CachePolicy, StepCache, Task, get_spec
 from serve.events import GenerationSummary
 from serve.request import GenerationRequest, RequestFields, build_request
 
 if TYPE_CHECKING:
-    from serve.engine import Engine
+    from serve.engine import Engine, GenerationOutput
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,6 +74,20 @@ def tiny_engine(model: str) -> Engine:
     engine = Engine(get_spec(model), "tiny")
     engine.load()
     return engine
+
+
+def first_block_cache_runs(
+    engine: Engine, request: GenerationRequest
+) -> tuple[GenerationOutput, GenerationOutput, GenerationOutput]:
+    """`request` run with First-Block Cache at threshold 0 (never skips), without a cache, and at threshold
+    1 (skips whenever the cache may): the outputs, in that order."""
+
+    def cached(threshold: float) -> GenerationRequest:
+        return request.model_copy(
+            update={"cache": StepCache(policy=CachePolicy.FIRST_BLOCK, threshold=threshold)}
+        )
+
+    return engine.generate(cached(0.0)), engine.generate(request), engine.generate(cached(1.0))
 
 
 def summary(**fields: object) -> GenerationSummary:

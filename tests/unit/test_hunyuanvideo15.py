@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve.catalog import CachePolicy, StepCache, get_spec
+from serve.catalog import get_spec
 from serve.errors import InvalidArgument
 from serve.request import RequestFields, build_request
-from tests.support import png, tiny_engine, tiny_request
+from tests.support import first_block_cache_runs, png, tiny_engine, tiny_request
 
 T2V, I2V = "hunyuanvideo-1.5", "hunyuanvideo-1.5-i2v"
 
@@ -59,13 +59,6 @@ def test_image_to_video_gives_the_requested_size_not_the_images_bucket():
 @pytest.mark.parametrize("model", [T2V, I2V])
 def test_first_block_cache_applies_to_hunyuanvideo15s_blocks(model):
     engine = tiny_engine(model)
-    request = tiny_request(model, num_inference_steps=6)
-    never = engine.generate(
-        request.model_copy(update={"cache": StepCache(policy=CachePolicy.FIRST_BLOCK, threshold=0.0)})
-    )
-    plain = engine.generate(request)
+    never, plain, skipping = first_block_cache_runs(engine, tiny_request(model, num_inference_steps=6))
     assert never.forwards.skipped == 0 and np.array_equal(never.frames, plain.frames)
-    skipping = engine.generate(
-        request.model_copy(update={"cache": StepCache(policy=CachePolicy.FIRST_BLOCK, threshold=1.0)})
-    )
     assert 0 < skipping.forwards.skipped < skipping.forwards.forwards == 12

@@ -89,6 +89,16 @@ EXPECTED_BY_MODEL: dict[str, dict[str, str]] = {
     "wan2.2-i2v-a14b": _WAN_EXPERTS,
     "wan2.2-ti2v-5b": _WAN,
     "hunyuanvideo-1.5": _HUNYUAN15,
+    "hunyuanvideo-i2v": {
+        "transformer": "HunyuanVideoTransformer3DModel",
+        "vae": "AutoencoderKLHunyuanVideo",
+        "text_encoder": "LlavaForConditionalGeneration",
+        "tokenizer": "LlamaTokenizer",
+        "text_encoder_2": "CLIPTextModel",
+        "tokenizer_2": "CLIPTokenizer",
+        "scheduler": "FlowMatchEulerDiscreteScheduler",
+        "image_processor": "CLIPImageProcessorPil",
+    },
     "hunyuanvideo-1.5-i2v": {
         **_HUNYUAN15,
         "image_encoder": "SiglipVisionModel",
