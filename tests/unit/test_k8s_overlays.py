@@ -302,13 +302,15 @@ BROKEN: list[tuple[str, str, str | None, Change, list[str]]] = [
         ],
     ),
     (
-        "HunyuanVideo group with more GPUs than its world size",
+        "4-GPU group with more GPUs than its models' world size",
         "RayService",
         None,
         _set_gpus("8"),
         [
             f"{RS}: {G4}: worker group gpu-4x has 8 GPUs per pod, but a hunyuanvideo replica is ulysses 2 x "
-            "ring 2 x cfg 1 = 4 ranks = 4 GPUs on one node; make them equal"
+            "ring 2 x cfg 1 = 4 ranks = 4 GPUs on one node; make them equal",
+            f"{RS}: {G4}: worker group gpu-4x has 8 GPUs per pod, but a wan2.2-t2v-a14b replica is ulysses 4 "
+            "x ring 1 x cfg 1 = 4 ranks = 4 GPUs on one node; make them equal",
         ],
     ),
     (
@@ -360,9 +362,10 @@ BROKEN: list[tuple[str, str, str | None, Change, list[str]]] = [
         _rename_deployment,
         [
             f"{RS}: spec.serveConfigV2: applications[0].deployments are ['Router', 'Model_cogvideox_5b', "
-            "'Model_cogvideox_2b', 'Model_cogvideox_5b_i2v', 'Model_svd', 'Model_hunyuanvideo'], but "
-            "serve.deployments.build_app builds ['Model_cogvideox_2b', 'Model_cogvideox_5b', "
-            "'Model_cogvideox_5b_i2v', 'Model_hunyuanvideo', 'Model_svd_xt', 'Router']; regenerate with "
+            "'Model_cogvideox_2b', 'Model_cogvideox_5b_i2v', 'Model_svd', 'Model_hunyuanvideo', "
+            "'Model_wan2.2_ti2v_5b', 'Model_wan2.2_t2v_a14b'], but serve.deployments.build_app builds "
+            "['Model_cogvideox_2b', 'Model_cogvideox_5b', 'Model_cogvideox_5b_i2v', 'Model_hunyuanvideo', "
+            "'Model_svd_xt', 'Model_wan2.2_t2v_a14b', 'Model_wan2.2_ti2v_5b', 'Router']; regenerate with "
             "`python -m serve.k8s_manifest`"
         ],
     ),
@@ -382,13 +385,19 @@ BROKEN: list[tuple[str, str, str | None, Change, list[str]]] = [
         None,
         _relabel_group("gpu-4x", "gpu-1x"),
         [
-            f"{RS}: model {model} has node labels {{'videogen.io/pool': 'gpu-1x'}} that select 2 worker "
-            "groups (gpu-1x, gpu-4x); they must select exactly one"
-            for model in ("cogvideox-5b", "cogvideox-2b", "cogvideox-5b-i2v", "svd-xt")
-        ]
-        + [
-            f"{RS}: model hunyuanvideo has node labels {{'videogen.io/pool': 'gpu-4x'}} that select 0 worker "
-            "groups (none); they must select exactly one"
+            f"{RS}: model {model} has node labels {{'videogen.io/pool': '{pool}'}} that select "
+            + ("2 worker groups (gpu-1x, gpu-4x)" if pool == "gpu-1x" else "0 worker groups (none)")
+            + "; they must select exactly one"
+            # in the order of configs/production-gpu.yaml
+            for model, pool in [
+                ("cogvideox-5b", "gpu-1x"),
+                ("cogvideox-2b", "gpu-1x"),
+                ("cogvideox-5b-i2v", "gpu-1x"),
+                ("svd-xt", "gpu-1x"),
+                ("hunyuanvideo", "gpu-4x"),
+                ("wan2.2-ti2v-5b", "gpu-1x"),
+                ("wan2.2-t2v-a14b", "gpu-4x"),
+            ]
         ],
     ),
     (
@@ -459,7 +468,7 @@ BROKEN: list[tuple[str, str, str | None, Change, list[str]]] = [
         _too_few_gpu_1x_pods,
         [
             f"{RS}: {G1}: maxReplicas 5 of worker group gpu-1x cannot hold the max_replicas of its models "
-            "(cogvideox-5b, cogvideox-2b, cogvideox-5b-i2v, svd-xt): they need 10 pods"
+            "(cogvideox-5b, cogvideox-2b, cogvideox-5b-i2v, svd-xt, wan2.2-ti2v-5b): they need 12 pods"
         ],
     ),
 ]
