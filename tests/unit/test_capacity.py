@@ -8,7 +8,10 @@ from fractions import Fraction
 import pytest
 
 from bench.capacity import PROFILES, CostProfile, WaitModel, erlang_c, measured_profile, plan
+from serve.catalog import Task, get_spec
 from serve.cli import main
+from serve.request import RequestFields, build_request
+from tests.support import png
 
 
 def erlang_c_textbook(servers: int, offered_load: float) -> float:
@@ -177,3 +180,23 @@ def test_the_plan_states_the_measured_cold_start_cost():
     without = format_plan(plan(CostProfile(**base), 10, 3600))
     assert "Cold start 42 s (measured)" in with_cold and "at least 42 s more latency" in with_cold
     assert "Cold start not measured" in without
+
+
+@pytest.mark.parametrize("path", sorted(PROFILES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_profile_is_a_clip_its_model_can_make_and_says_where_its_numbers_come_from(path):
+    profile = CostProfile.from_file(path)
+    spec = get_spec(profile.model)
+    tiny = profile.device.startswith("cpu")  # measured on the tiny checkpoints
+    image = png() if spec.task is Task.I2V else b""
+    fields = RequestFields(
+        model=profile.model,
+        prompt="p",
+        image=image,
+        height=profile.height,
+        width=profile.width,
+        num_frames=profile.num_frames,
+        num_inference_steps=profile.num_inference_steps,
+    )
+    build_request(spec, spec.limits_for(tiny), fields)
+    assert profile.source.startswith(("measured: ", "published ("))
+    assert profile.parallel[0].world_size == 1  # the planner's speed-ups are over one device
