@@ -71,6 +71,12 @@ class JobBook:
         self.storage.save(record, was)
         return record
 
+    def keyed(self, owner: str, idempotency_key: str) -> JobRecord | None:
+        """The job `owner` created with `idempotency_key` (checked first), or None (none, or no key)."""
+        check_idempotency_key(idempotency_key)
+        existing = self.storage.key_holder(owner, idempotency_key) if idempotency_key else None
+        return None if existing is None else self.storage.get(existing)
+
     def create(
         self,
         model: str,
@@ -86,9 +92,7 @@ class JobBook:
         `holder`: the actor that will hand the job to a replica (the sweep watches it).
         `request`: kept with the job, so that another Router can run it if this one goes away.
         """
-        check_idempotency_key(idempotency_key)
-        existing = self.storage.key_holder(owner, idempotency_key) if idempotency_key else None
-        if existing is not None and (record := self.storage.get(existing)) is not None:
+        if (record := self.keyed(owner, idempotency_key)) is not None:
             return record, False
         if max_active is not None and self.active(owner) >= max_active:
             raise QuotaExceeded(
@@ -417,6 +421,9 @@ class JobStoreActor:
         created = self.book.create(model, idempotency_key, owner, max_active, holder, request)
         await self._changed()
         return created
+
+    async def keyed(self, owner: str, idempotency_key: str) -> JobRecord | None:
+        return self.book.keyed(owner, idempotency_key)
 
     async def claim(
         self, models: list[str], holder: Any, free: dict[str, int] | None = None

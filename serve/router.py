@@ -30,6 +30,7 @@ from serve.errors import (
     InvalidArgument,
     NotFound,
     QuotaExceeded,
+    ResourceExhausted,
     error_status,
     is_quota_refusal,
     replica_died,
@@ -301,7 +302,14 @@ class Router:
         call.model = model = request.params.model
         caller = self._caller(grpc_context)
         generation = self._request(request.params)
-        self.admission.acquire(model)
+        try:
+            self.admission.acquire(model)
+        except ResourceExhausted:
+            # A retry of a job already accepted adds no work: it gets that job back even at capacity.
+            key = request.idempotency_key
+            if key and (record := await self.jobs.keyed.remote(caller.name, key)) is not None:
+                return wire.job(record)
+            raise
         try:
             record, created = await self.jobs.create.remote(
                 model,

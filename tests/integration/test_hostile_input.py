@@ -29,26 +29,9 @@ ALLOWED = {
     grpc.StatusCode.NOT_FOUND,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
-FIELDS = {
-    "model",
-    "prompt",
-    "negative_prompt",
-    "image",
-    "num_frames",
-    "fps",
-    "height",
-    "width",
-    "num_inference_steps",
-    "guidance_scale",
-    "seed",
-    "motion_bucket_id",
-    "noise_aug_strength",
-    "decode_chunk_size",
-    "true_cfg_scale",
-    "output_format",
-    "idempotency_key",
-    "job_id",
-}
+# A refusal names one of the request's fields (every field of GenerationParams, the proto being the one
+# list of them) or a job's.
+FIELDS = {*pb.GenerationParams.DESCRIPTOR.fields_by_name, "idempotency_key", "job_id"}
 
 INT32 = st.integers(-(2**31), 2**31 - 1)
 NUMBERS = st.one_of(st.none(), st.integers(0, 40), st.sampled_from([1, 16, 32, 64, 128]), INT32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -223,6 +224,23 @@ def test_requests_beyond_running_plus_queued_are_resource_exhausted(service):
         outcomes = list(pool.map(call, range(total)))
     assert outcomes.count("OK") == 1 + BACKPRESSURE_QUEUE, outcomes
     assert outcomes.count("RESOURCE_EXHAUSTED") == total - 1 - BACKPRESSURE_QUEUE, outcomes
+
+
+def test_a_retried_submit_gets_its_job_back_even_when_the_model_is_at_capacity(service):
+    key = f"retry-{uuid.uuid4().hex[:8]}"
+    with service.client() as client:
+        long = params(BACKPRESSURE_MODEL, num_inference_steps=100)
+        jobs = [client.submit(long, idempotency_key=key)]
+        jobs += [client.submit(long) for _ in range(BACKPRESSURE_QUEUE)]  # 1 running + the queue: full
+        try:
+            with pytest.raises(grpc.RpcError) as full:
+                client.submit(long)
+            assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            # The client's retry (its first answer lost, say) adds no work: the same job, not a refusal.
+            assert client.submit(long, idempotency_key=key).job_id == jobs[0].job_id
+        finally:
+            for job in jobs:
+                client.cancel(job.job_id)
 
 
 def test_two_models_run_at_the_same_time_on_their_own_deployments(service):

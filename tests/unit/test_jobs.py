@@ -52,6 +52,13 @@ def test_idempotency_keys_are_scoped_by_owner(new_book):
     assert book.create("svd", "k", owner="a")[0].job_id != book.create("svd", "k", owner="b")[0].job_id
 
 
+def test_a_key_finds_its_owners_job_alone(new_book):
+    book = new_book()
+    job, _ = book.create("svd", "k", owner="a")
+    assert book.keyed("a", "k").job_id == job.job_id
+    assert book.keyed("b", "k") is None and book.keyed("a", "other") is None and book.keyed("a", "") is None
+
+
 def test_invalid_idempotency_key_is_rejected(new_book):
     with pytest.raises(InvalidArgument, match="idempotency_key"):
         new_book().create("svd", "../../etc/passwd")
