@@ -309,8 +309,11 @@ BROKEN: list[tuple[str, str, str | None, Change, list[str]]] = [
         [
             f"{RS}: {G4}: worker group gpu-4x has 8 GPUs per pod, but a hunyuanvideo replica is ulysses 2 x "
             "ring 2 x cfg 1 = 4 ranks = 4 GPUs on one node; make them equal",
-            f"{RS}: {G4}: worker group gpu-4x has 8 GPUs per pod, but a wan2.2-t2v-a14b replica is ulysses 4 "
-            "x ring 1 x cfg 1 = 4 ranks = 4 GPUs on one node; make them equal",
+            *(
+                f"{RS}: {G4}: worker group gpu-4x has 8 GPUs per pod, but a {model} replica is ulysses 4 x "
+                "ring 1 x cfg 1 = 4 ranks = 4 GPUs on one node; make them equal"
+                for model in ("wan2.2-t2v-a14b", "hunyuanvideo-1.5")
+            ),
         ],
     ),
     (
@@ -363,9 +366,10 @@ BROKEN: list[tuple[str, str, str | None, Change, list[str]]] = [
         [
             f"{RS}: spec.serveConfigV2: applications[0].deployments are ['Router', 'Model_cogvideox_5b', "
             "'Model_cogvideox_2b', 'Model_cogvideox_5b_i2v', 'Model_svd', 'Model_hunyuanvideo', "
-            "'Model_wan2.2_ti2v_5b', 'Model_wan2.2_t2v_a14b'], but serve.deployments.build_app builds "
-            "['Model_cogvideox_2b', 'Model_cogvideox_5b', 'Model_cogvideox_5b_i2v', 'Model_hunyuanvideo', "
-            "'Model_svd_xt', 'Model_wan2.2_t2v_a14b', 'Model_wan2.2_ti2v_5b', 'Router']; regenerate with "
+            "'Model_wan2.2_ti2v_5b', 'Model_wan2.2_t2v_a14b', 'Model_hunyuanvideo_1.5'], but "
+            "serve.deployments.build_app builds ['Model_cogvideox_2b', 'Model_cogvideox_5b', "
+            "'Model_cogvideox_5b_i2v', 'Model_hunyuanvideo', 'Model_hunyuanvideo_1.5', 'Model_svd_xt', "
+            "'Model_wan2.2_t2v_a14b', 'Model_wan2.2_ti2v_5b', 'Router']; regenerate with "
             "`python -m serve.k8s_manifest`"
         ],
     ),
@@ -397,6 +401,7 @@ BROKEN: list[tuple[str, str, str | None, Change, list[str]]] = [
                 ("hunyuanvideo", "gpu-4x"),
                 ("wan2.2-ti2v-5b", "gpu-1x"),
                 ("wan2.2-t2v-a14b", "gpu-4x"),
+                ("hunyuanvideo-1.5", "gpu-4x"),
             ]
         ],
     ),
