@@ -231,10 +231,18 @@ class LoadGenerator:
         with self.lock:
             return self.workload.choose(self.rng), self.rng.randrange(2**31)
 
-    def _one(self, sample: RequestSample, entry: MixEntry, seed: int, scheduled: float) -> RequestSample:
-        """Send one request and fill in `sample`; never raises."""
+    def _one(
+        self,
+        sample: RequestSample,
+        entry: MixEntry,
+        seed: int,
+        scheduled: float,
+        timeout_s: float | None = None,
+    ) -> RequestSample:
+        """Send one request (deadline `timeout_s`, default the workload's) and fill in `sample`; never
+        raises."""
         sample.sent_s = self.clock()
-        deadline = scheduled + self.workload.request_timeout_s
+        deadline = scheduled + (timeout_s or self.workload.request_timeout_s)
         try:
             params = self._params(entry, seed)
             if self.workload.api == "generate":
@@ -375,11 +383,16 @@ class LoadGenerator:
                 pool.submit(self._one, sample, entry, seed, scheduled)
 
     def _warmup(self) -> None:
+        """Warm-up requests, model by model. The first one to a model that scaled to zero waits for its
+        replica to start: its deadline adds twice the cold start ListModels expects (the last one
+        measured, or the configured estimate), so that a busy machine's slower start still fits."""
         for entry in self.workload.mix:
+            cold_start_s = self.models[entry.model].expected_cold_start_seconds
             for _ in range(self.workload.warmup_requests):
                 scheduled = self.clock()
                 sample = self._sample(WARMUP_PHASE, 0.0, entry, scheduled)
-                self._one(sample, entry, self.rng.randrange(2**31), scheduled)
+                timeout_s = self.workload.request_timeout_s + 2 * cold_start_s
+                self._one(sample, entry, self.rng.randrange(2**31), scheduled, timeout_s)
 
     def _discover(self) -> None:
         deployed = {info.name: info for info in self.client.list_models(timeout=30)}
