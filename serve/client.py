@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -28,6 +29,35 @@ class Video:
             handle.write(self.data)
 
 
+@dataclass(frozen=True)
+class Tls:
+    """TLS to the endpoint: a gateway or ingress in front of Serve's gRPC proxy (which speaks plaintext).
+
+    `ca_file`: PEM roots to trust (None: the system's). `cert_file` and `key_file`: a client certificate,
+    for gateways that require one (mutual TLS). `server_name`: the name the server's certificate must
+    carry when it is not the target's host (an address, say).
+    """
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("a client certificate needs both cert_file and key_file")
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path: Path | None) -> bytes | None:
+            return None if path is None else Path(path).read_bytes()
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(self.ca_file),
+            private_key=read(self.key_file),
+            certificate_chain=read(self.cert_file),
+        )
+
+
 class IncompleteVideo(RuntimeError):
     """The stream ended before all bytes arrived, or they do not match the summary's checksum."""
 
@@ -47,7 +77,12 @@ def _assemble(chunks: Iterator[pb.VideoChunk]) -> bytes:
 
 
 class VideogenClient:
-    """Blocking client; every call takes gRPC `timeout` (seconds) and `metadata` keywords."""
+    """Blocking client; every call takes gRPC `timeout` (seconds) and `metadata` keywords.
+
+    `tls`: connect over TLS (see `Tls`); plaintext without it, as to Serve's own port. `keepalive_s`:
+    send HTTP/2 pings after that long without data, so that a load balancer does not drop the connection
+    of a quiet call (a WatchJob between progress events); the server must allow pings that often.
+    """
 
     def __init__(
         self,
@@ -55,11 +90,22 @@ class VideogenClient:
         api_key: str | None = None,
         channel: grpc.Channel | None = None,
         application: str = APPLICATION,
+        tls: Tls | None = None,
+        keepalive_s: float | None = None,
     ) -> None:
-        options = [
+        options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ]
+        if keepalive_s is not None:
+            options += [
+                ("grpc.keepalive_time_ms", int(keepalive_s * 1000)),
+                ("grpc.keepalive_timeout_ms", 20_000),
+            ]
+        if channel is None and tls is not None:
+            if tls.server_name:
+                options.append(("grpc.ssl_target_name_override", tls.server_name))
+            channel = grpc.secure_channel(target, tls.credentials(), options=options)
         self.channel = channel or grpc.insecure_channel(target, options=options)
         self.stub = pb_grpc.VideoGenerationStub(self.channel)
         # Serve's proxy routes by this metadata when it hosts several applications.

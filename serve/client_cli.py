@@ -41,9 +41,12 @@ def job_state_name(state: int) -> str:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from serve.client import VideogenClient
+    from serve.client import Tls, VideogenClient
 
-    return VideogenClient(args.target, api_key=args.api_key)
+    tls = None
+    if args.tls or args.ca or args.cert or args.key:
+        tls = Tls(ca_file=args.ca, cert_file=args.cert, key_file=args.key, server_name=args.server_name)
+    return VideogenClient(args.target, api_key=args.api_key, tls=tls, keepalive_s=args.keepalive)
 
 
 def _print_job(job: Any) -> None:
@@ -66,6 +69,22 @@ def add_client_commands(
         default=os.environ.get("VIDEOGEN_API_KEY"),
         help="API key (bearer token) when the service requires one; default $VIDEOGEN_API_KEY "
         "(keeps the key out of shell history and process lists)",
+    )
+    tls = client.add_argument_group(
+        "TLS (to a gateway in front of the service; Serve's own port is plaintext)"
+    )
+    tls.add_argument("--tls", action="store_true", help="connect over TLS, trusting the system's roots")
+    tls.add_argument("--ca", type=Path, help="PEM file of the roots to trust instead (implies --tls)")
+    tls.add_argument("--cert", type=Path, help="PEM client certificate, for mutual TLS (with --key)")
+    tls.add_argument("--key", type=Path, help="PEM private key of --cert")
+    tls.add_argument(
+        "--server-name", help="name to check the server's certificate against, if not the host's"
+    )
+    client.add_argument(
+        "--keepalive",
+        type=float,
+        metavar="SECONDS",
+        help="ping after this long without data (load balancers)",
     )
     verbs = client.add_subparsers(dest="verb", required=True)
 
