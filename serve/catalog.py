@@ -502,16 +502,8 @@ def _hunyuan(
 # HunyuanVideo 1.5 (8.3B): Qwen2.5-VL-7B + ByT5 text encoders, a 16x VAE (sides multiples of 16), frames
 # 4k+1 up to 121 (5 s at 24 fps), 720p checkpoints for t2v and i2v (hunyuanvideo-community's diffusers
 # conversions).
-_HUNYUAN15_LIMITS = Limits(
-    num_frames=IntRange(min=1, max=121, step=4),
-    default_num_frames=121,
-    default_fps=24,
-    height=IntRange(min=256, max=1280, step=16),
-    width=IntRange(min=256, max=1280, step=16),
-    default_height=720,
-    default_width=1280,
-    default_num_inference_steps=50,
-    default_guidance_scale=6.0,
+_HUNYUAN15_LIMITS = _HUNYUAN_LIMITS.model_copy(
+    update={"num_frames": IntRange(min=1, max=121, step=4), "default_num_frames": 121}
 )
 
 
