@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TINY_DIR ?= var/tiny-models
 CONFIG ?= configs/local.yaml
+CLIENT_WHEELS := var/client-wheels
 PYTEST_ARGS ?=
 
 # Keep Ray and everything else on loopback: no usage stats, no cloud-metadata probes.
@@ -19,12 +20,16 @@ export VIDEOGEN_TINY_DIR := $(abspath $(TINY_DIR))
 $(STAMP): pyproject.toml constraints.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt torch==2.13.0 -e '.[parallel,quant,bench,dev]'
+	$(BIN)/pip install -q -c constraints.txt torch==2.13.0 -e '.[server,parallel,quant,bench,dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The slim client's dependencies, for the test that installs it into a venv without the server's stack.
+$(CLIENT_WHEELS)/.complete: $(STAMP)
+	bash scripts/client-wheels.sh $(CLIENT_WHEELS)
 
-tiny: $(STAMP)
+install: $(STAMP) $(CLIENT_WHEELS)/.complete
+
+tiny: install
 	$(BIN)/videogen tiny-models --out $(TINY_DIR) --if-stale
 
 serve: tiny

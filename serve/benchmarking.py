@@ -14,7 +14,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from serve.config import DEFAULT_TARGET, RayOptions
+from serve.config import RayOptions
+from serve.ports import DEFAULT_TARGET
 
 DEFAULT_METRICS_PORT: int = RayOptions.model_fields["metrics_export_port"].default
 

@@ -157,9 +157,13 @@ class VideogenClient:
         return Video(data=data, summary=summary)
 
     def submit(
-        self, params: pb.GenerationParams, idempotency_key: str = "", timeout: float | None = 30
+        self,
+        params: pb.GenerationParams,
+        idempotency_key: str = "",
+        timeout: float | None = 30,
+        webhook_url: str = "",
     ) -> pb.Job:
-        request = pb.SubmitJobRequest(params=params, idempotency_key=idempotency_key)
+        request = pb.SubmitJobRequest(params=params, idempotency_key=idempotency_key, webhook_url=webhook_url)
         return self.stub.SubmitJob(request, **self._kwargs(timeout))
 
     def get_job(self, job_id: str, timeout: float | None = 30) -> pb.Job:

@@ -1,4 +1,5 @@
-"""`videogen client ...`: call a running service over gRPC."""
+"""`videogen client ...` (and `videogen-client ...`, the slim install's command): call a running service
+over gRPC."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from serve.config import DEFAULT_TARGET
+from serve.ports import DEFAULT_TARGET
 
 
 def _params(fields: dict[str, Any]) -> Any:
@@ -63,6 +64,26 @@ def add_client_commands(
 ) -> None:
     """Register `videogen client <verb>`."""
     client = commands.add_parser("client", help="talk to a running service")
+    add_client_arguments(client, add_generation_args, fields, progress_bar)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`videogen-client <verb>`: the client verbs alone, for an install without the server's stack."""
+    from serve.cli import _add_generation_args, _fields, _ProgressBar
+
+    parser = argparse.ArgumentParser(prog="videogen-client", description="talk to a running videogen service")
+    add_client_arguments(parser, _add_generation_args, _fields, _ProgressBar)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+def add_client_arguments(
+    client: argparse.ArgumentParser,
+    add_generation_args: Callable[[argparse.ArgumentParser], None],
+    fields: Callable[[argparse.Namespace], dict[str, Any]],
+    progress_bar: type,
+) -> None:
+    """The client's options and verbs, on `client` (a parser of its own or `videogen`'s subcommand)."""
     client.add_argument("--target", default=DEFAULT_TARGET, help="HOST:PORT of the gRPC endpoint")
     client.add_argument(
         "--api-key",
@@ -110,7 +131,10 @@ def add_client_commands(
 
     def submit(args: argparse.Namespace) -> int:
         with _client(args) as api:
-            _print_job(api.submit(_params(fields(args)), idempotency_key=args.idempotency_key))
+            job = api.submit(
+                _params(fields(args)), idempotency_key=args.idempotency_key, webhook_url=args.webhook_url
+            )
+            _print_job(job)
         return 0
 
     def status(args: argparse.Namespace) -> int:
@@ -163,6 +187,7 @@ def add_client_commands(
     sub = verbs.add_parser("submit", help="SubmitJob: start an async job, print it")
     add_generation_args(sub)
     sub.add_argument("--idempotency-key", default="")
+    sub.add_argument("--webhook-url", default="", help="POST the job here once it ends (allow-listed hosts)")
     sub.set_defaults(run=submit)
     for name, run, help_text in [
         ("status", status, "GetJob"),

@@ -11,10 +11,9 @@ from pydantic import AfterValidator, BaseModel, Field, field_validator, model_va
 
 from serve.catalog import CATALOG, NO_CACHE, CachePolicy, MemoryOptions, StepCache
 from serve.compile import CompileOptions
+from serve.ports import DEFAULT_GRPC_PORT
 from serve.weights import TINY
 
-DEFAULT_GRPC_PORT = 50051
-DEFAULT_TARGET = f"127.0.0.1:{DEFAULT_GRPC_PORT}"  # where a client finds `videogen serve` on this machine
 ROUTER_DEPLOYMENT = "Router"  # the ingress deployment's name in every application
 MAX_CHUNK_BYTES = 4 << 20  # largest video chunk on the wire (gRPC's default message limit is 4 MiB)
 SERVICER_FUNCTIONS = [
@@ -357,6 +356,41 @@ class JobStoreOptions(BaseModel):
     node_labels: NodeLabels = Field(default_factory=dict, description="Ray node labels it must run on")
 
 
+class WebhookOptions(BaseModel):
+    """Where job outcomes may be POSTed (serve/webhooks.py), how they are signed and retried.
+
+    Off unless `allowed_hosts` names hosts: a caller's `webhook_url` must name one of them, so the
+    service cannot be made to send requests to arbitrary places (server-side request forgery).
+    """
+
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="host names or IP addresses webhook URLs may name; `*.example.com` allows its "
+        "subdomains. Empty: webhooks are refused",
+    )
+    allow_private_addresses: bool = Field(
+        False,
+        description="also deliver to loopback, link-local (cloud metadata), private and other non-public "
+        "addresses; off, a URL whose host is or resolves to one is refused even when allowed by name",
+    )
+    secret_file: str | None = Field(
+        None,
+        description="file with the signing secret, `whsec_` + base64 (Standard Webhooks; a mounted "
+        "Secret); read at each delivery, so a rotated secret applies to the next one",
+    )
+    timeout_s: float = Field(10.0, gt=0, le=60, description="seconds one delivery attempt may take")
+    max_attempts: int = Field(5, ge=1, le=20, description="attempts per webhook, the first included")
+    backoff_s: float = Field(
+        2.0, gt=0, le=600, description="wait before the first retry; it doubles for each next one"
+    )
+
+    @model_validator(mode="after")
+    def _secret_when_enabled(self) -> WebhookOptions:
+        if self.allowed_hosts and not self.secret_file:
+            raise ValueError("webhooks.secret_file is required when webhooks.allowed_hosts is set")
+        return self
+
+
 JOB_TTL_S = 86400.0
 JOB_MAX_ATTEMPTS = 2
 JOB_SWEEP_INTERVAL_S = 10.0
@@ -370,6 +404,7 @@ class JobStoreSettings(BaseModel):
     sweep_interval_s: float = JOB_SWEEP_INTERVAL_S
     max_attempts: int = JOB_MAX_ATTEMPTS
     options: JobStoreOptions = Field(default_factory=lambda: JobStoreOptions())
+    webhooks: WebhookOptions = Field(default_factory=WebhookOptions)
 
 
 class AppConfig(BaseModel):
@@ -393,6 +428,9 @@ class AppConfig(BaseModel):
     )
     auth: AuthOptions = Field(default_factory=AuthOptions, description="API keys (off: no authentication)")
     job_store: JobStoreOptions = Field(default_factory=lambda: JobStoreOptions())
+    webhooks: WebhookOptions = Field(
+        default_factory=WebhookOptions, description="job outcomes POSTed to callers (off by default)"
+    )
 
     @property
     def job_store_settings(self) -> JobStoreSettings:
@@ -401,6 +439,7 @@ class AppConfig(BaseModel):
             sweep_interval_s=self.job_sweep_interval_s,
             max_attempts=self.job_max_attempts,
             options=self.job_store,
+            webhooks=self.webhooks,
         )
 
     @field_validator("models")

@@ -354,7 +354,8 @@ def build_app_with(config: AppConfig | dict, model_server_cls: type) -> Applicat
         )
         for model in config.models
     }
-    router = serve.deployment(Router).options(
+    # The Router is also Serve's HTTP ingress: the app its replicas build over themselves.
+    router = serve.deployment(serve.ingress()(Router)).options(
         name=ROUTER_DEPLOYMENT,
         num_replicas=config.router.num_replicas,
         max_ongoing_requests=config.router.max_ongoing_requests,

@@ -52,6 +52,12 @@ class WeightsMissing(VideogenError):
     code = "FAILED_PRECONDITION"
 
 
+class NotReady(VideogenError):
+    """The request is valid but the job is not in a state for it (a video asked for before it exists)."""
+
+    code = "FAILED_PRECONDITION"
+
+
 class Unavailable(VideogenError):
     code = "UNAVAILABLE"
 
@@ -70,7 +76,7 @@ def error_status(error: BaseException) -> tuple[str, str]:
     from ray.exceptions import RayActorError
     from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-    error = _unwrapped(error)
+    error = unwrapped(error)
     if isinstance(error, VideogenError):
         return error.code, error.message
     if isinstance(error, BackPressureError):
@@ -84,10 +90,10 @@ def error_status(error: BaseException) -> tuple[str, str]:
 
 def is_quota_refusal(error: BaseException) -> bool:
     """Whether `error` refused a caller for its own quota (QuotaExceeded, also through Ray)."""
-    return isinstance(_unwrapped(error), QuotaExceeded)
+    return isinstance(unwrapped(error), QuotaExceeded)
 
 
-def _unwrapped(error: BaseException) -> BaseException:
+def unwrapped(error: BaseException) -> BaseException:
     """Our error (or Serve's backpressure) that a Ray task raised, without Ray's wrapper."""
     from ray.exceptions import RayTaskError
     from ray.serve.exceptions import BackPressureError

@@ -95,6 +95,7 @@ class GenerationSummary(BaseModel):
     text_encode_seconds: float = 0.0
     denoise_seconds: float = 0.0
     vae_decode_seconds: float = 0.0
+    peak_memory_bytes: int = 0
 
     @classmethod
     def of(
@@ -121,6 +122,7 @@ class GenerationSummary(BaseModel):
             text_encode_seconds=video.text_encode_seconds,
             denoise_seconds=video.denoise_seconds,
             vae_decode_seconds=video.vae_decode_seconds,
+            peak_memory_bytes=video.peak_memory_bytes,
             cache_policy=request.cache.policy,
             cache_threshold=request.cache.threshold if request.cache.policy is not CachePolicy.OFF else 0.0,
         )

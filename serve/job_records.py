@@ -30,6 +30,7 @@ class JobState(StrEnum):
 
 
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+WEBHOOK_PENDING, WEBHOOK_DELIVERED, WEBHOOK_FAILED = "pending", "delivered", "failed"
 
 
 class JobRecord(BaseModel):
@@ -54,6 +55,19 @@ class JobRecord(BaseModel):
     attempts: int = 0  # runs started: a job whose replica died is queued again (job_max_attempts)
     store: str = ""  # the job store answerable while it is unfinished: one per Ray cluster
     awaiting_dispatch: bool = False  # queued again by its store for any Router to claim and run
+    deleted: bool = False  # deleted by its caller while unfinished: forgotten once it ends
+    # What was asked (the HTTP API's video object states it before there is a summary).
+    prompt: str = ""
+    width: int = 0
+    height: int = 0
+    num_frames: int = 0
+    fps: int = 0
+    # Where the outcome is POSTed (serve/webhooks.py) and how that went: pending until delivered or
+    # failed; attempts made and the last attempt's error.
+    webhook_url: str = ""
+    webhook_state: str = ""
+    webhook_attempts: int = 0
+    webhook_error: str = ""
     version: int = 0
 
     @property
@@ -90,6 +104,14 @@ class JobStorage(Protocol):
     def request(self, job_id: str) -> str | None: ...
 
     def unfinished(self) -> list[JobRecord]: ...
+
+    def job_ids(self, owner: str | None) -> list[str]:
+        """Ids of `owner`'s jobs (every job for None), oldest first."""
+        ...
+
+    def webhooks_pending(self) -> list[JobRecord]:
+        """Ended jobs whose webhook is not delivered (nor given up) yet."""
+        ...
 
     def beat(self, store: str, ttl_s: float) -> None:
         """The job store `store` is alive for the next `ttl_s` seconds."""
@@ -169,6 +191,13 @@ class LocalJobStorage:
     def unfinished(self) -> list[JobRecord]:
         return [record for record in self.jobs.values() if not record.ended]
 
+    def job_ids(self, owner: str | None) -> list[str]:
+        records = sorted(self.jobs.values(), key=lambda r: (r.created_at, r.job_id))
+        return [r.job_id for r in records if owner is None or r.owner == owner]
+
+    def webhooks_pending(self) -> list[JobRecord]:
+        return [r for r in self.jobs.values() if r.ended and r.webhook_state == WEBHOOK_PENDING]
+
     def beat(self, store: str, ttl_s: float) -> None:
         self.heartbeats[store] = time.monotonic() + ttl_s
 
@@ -197,12 +226,23 @@ class RedisJobStorage:
     def _request(self, job_id: str) -> str:
         return f"{self.prefix}:request:{job_id}"
 
+    def _owned(self, owner: str) -> str:
+        return f"{self.prefix}:owned:{owner}"
+
     def _heartbeat(self, store: str) -> str:
         return f"{self.prefix}:store:{store}"
 
     @property
     def _unfinished(self) -> str:
         return f"{self.prefix}:unfinished"
+
+    @property
+    def _webhooks(self) -> str:
+        return f"{self.prefix}:webhooks"
+
+    @property
+    def _created(self) -> str:
+        return f"{self.prefix}:created"
 
     @property
     def _counts(self) -> str:
@@ -236,6 +276,10 @@ class RedisJobStorage:
             tx.srem(self._unfinished, record.job_id)
             tx.delete(self._request(record.job_id))  # never run again
             tx.zadd(self._ended, {record.job_id: record.finished_at or time.time()})
+            if record.webhook_state == WEBHOOK_PENDING:
+                tx.sadd(self._webhooks, record.job_id)
+            else:
+                tx.srem(self._webhooks, record.job_id)
         else:
             tx.sadd(self._active(record.owner), record.job_id)
             tx.sadd(self._unfinished, record.job_id)
@@ -256,7 +300,11 @@ class RedisJobStorage:
                 if holder is not None:
                     return holder
                 self.redis.set(key, record.job_id)  # the holder expired: the key is free again
-        self.save(record, None)
+        with self.redis.pipeline(transaction=True) as tx:
+            self._write(tx, record, None)
+            tx.zadd(self._created, {record.job_id: record.created_at})
+            tx.zadd(self._owned(record.owner), {record.job_id: record.created_at})
+            tx.execute()
         return record.job_id
 
     def active(self, owner: str) -> int:
@@ -283,6 +331,9 @@ class RedisJobStorage:
             tx.srem(self._unfinished, record.job_id)
             tx.delete(self._request(record.job_id))
             tx.zrem(self._ended, record.job_id)
+            tx.zrem(self._created, record.job_id)
+            tx.zrem(self._owned(record.owner), record.job_id)
+            tx.srem(self._webhooks, record.job_id)
             tx.hincrby(self._counts, self._count_field(record.model, record.state.value), -1)
             tx.execute()
 
@@ -296,6 +347,16 @@ class RedisJobStorage:
     def unfinished(self) -> list[JobRecord]:
         ids = sorted(job_id.decode() for job_id in self.redis.smembers(self._unfinished))
         return [record for job_id in ids if (record := self.get(job_id)) is not None and not record.ended]
+
+    def job_ids(self, owner: str | None) -> list[str]:
+        index = self._created if owner is None else self._owned(owner)
+        return [job_id.decode() for job_id in self.redis.zrange(index, 0, -1)]
+
+    def webhooks_pending(self) -> list[JobRecord]:
+        ids = sorted(job_id.decode() for job_id in self.redis.smembers(self._webhooks))
+        return [
+            r for job_id in ids if (r := self.get(job_id)) is not None and r.webhook_state == WEBHOOK_PENDING
+        ]
 
     def beat(self, store: str, ttl_s: float) -> None:
         self.redis.set(self._heartbeat(store), b"1", px=max(1, int(ttl_s * 1000)))

@@ -11,10 +11,18 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from serve.config import JOB_MAX_ATTEMPTS, JOB_SWEEP_INTERVAL_S, JOB_TTL_S, JobStoreSettings
+from serve.config import JOB_MAX_ATTEMPTS, JOB_SWEEP_INTERVAL_S, JOB_TTL_S, JobStoreSettings, WebhookOptions
 from serve.errors import InvalidArgument, NotFound, QuotaExceeded
 from serve.events import GenerationSummary, Stage
-from serve.job_records import TERMINAL_STATES, JobRecord, JobState, job_storage
+from serve.job_records import (
+    TERMINAL_STATES,
+    WEBHOOK_DELIVERED,
+    WEBHOOK_FAILED,
+    WEBHOOK_PENDING,
+    JobRecord,
+    JobState,
+    job_storage,
+)
 from serve.request import GenerationRequest
 from serve.results import ResultStore, check_job_id
 
@@ -59,6 +67,8 @@ class JobBook:
         # Unfinished job -> the Router that dispatched it, which requeues or fails it if its replica dies.
         self.dispatchers: dict[str, Any] = {}
         self.ttl_s = ttl_s
+        # Jobs that just ended with a webhook to deliver; the job store actor takes them (`deliveries`).
+        self.webhooks_due: list[JobRecord] = []
 
     def _update(self, record: JobRecord, **changes: Any) -> JobRecord:
         was = record.state
@@ -68,7 +78,11 @@ class JobBook:
         if record.ended:
             self.holders.pop(record.job_id, None)
             self.dispatchers.pop(record.job_id, None)
+            if was not in TERMINAL_STATES and record.webhook_state == WEBHOOK_PENDING:
+                self.webhooks_due.append(record.model_copy())
         self.storage.save(record, was)
+        if record.ended and record.deleted:
+            self.storage.delete(record)  # its caller deleted it while it ran
         return record
 
     def keyed(self, owner: str, idempotency_key: str) -> JobRecord | None:
@@ -85,12 +99,14 @@ class JobBook:
         max_active: int | None = None,
         holder: Any = None,
         request: GenerationRequest | None = None,
+        webhook_url: str = "",
     ) -> tuple[JobRecord, bool]:
         """A new QUEUED job, or the existing one with the same idempotency key (created=False).
 
         `max_active`: refuse (RESOURCE_EXHAUSTED) when `owner` already has that many unfinished jobs.
         `holder`: the actor that will hand the job to a replica (the sweep watches it).
         `request`: kept with the job, so that another Router can run it if this one goes away.
+        `webhook_url`: where its outcome is POSTed once it ends (checked by the caller).
         """
         if (record := self.keyed(owner, idempotency_key)) is not None:
             return record, False
@@ -99,6 +115,9 @@ class JobBook:
                 f"caller {owner!r} is at its max_concurrent_jobs quota ({self.active(owner)} jobs "
                 "unfinished, plus any Generate calls); retry when one ends"
             )
+        asked = {}
+        if request is not None:
+            asked = request.model_dump(include={"prompt", "width", "height", "num_frames", "fps"})
         record = JobRecord(
             job_id=uuid.uuid4().hex,
             model=model,
@@ -106,6 +125,9 @@ class JobBook:
             idempotency_key=idempotency_key,
             owner=owner,
             store=self.store,
+            webhook_url=webhook_url,
+            webhook_state=WEBHOOK_PENDING if webhook_url else "",
+            **asked,
         )
         stored = self.storage.create(record)
         if stored != record.job_id:  # another job store took the key first
@@ -125,6 +147,57 @@ class JobBook:
         if record is None or (owner is not None and record.owner != owner):
             raise NotFound(f"job {job_id} does not exist")
         return record
+
+    def deliveries(self) -> list[JobRecord]:
+        """The jobs whose webhook is due: those that just ended, and (`pending`) those whose delivery
+        a previous job store process did not finish."""
+        due, self.webhooks_due = self.webhooks_due, []
+        return due
+
+    def webhook_attempted(self, job_id: str, attempts: int, error: str, state: str) -> None:
+        """Record a webhook's attempts so far, its last error, and its state (pending while retried)."""
+        record = self.storage.get(job_id)
+        if record is not None:  # deleted meanwhile: nothing to record on
+            self._update(record, webhook_attempts=attempts, webhook_error=error, webhook_state=state)
+
+    def visible(self, job_id: str, owner: str | None = None) -> JobRecord:
+        """The job as its caller may see it: NOT_FOUND once deleted, or when `owner` is not its owner."""
+        record = self.get(job_id, owner)
+        if record.deleted:
+            raise NotFound(f"job {job_id} does not exist")
+        return record
+
+    def page(
+        self, owner: str | None, after: str = "", limit: int = 20, newest_first: bool = True
+    ) -> tuple[list[JobRecord], bool]:
+        """Up to `limit` of `owner`'s jobs after the job `after`, in creation order (newest first unless
+        told otherwise), and whether more follow."""
+        ids = self.storage.job_ids(owner)
+        if newest_first:
+            ids.reverse()
+        if after:
+            if after not in ids:
+                raise InvalidArgument("after", f"job {after} is not one of this caller's jobs")
+            ids = ids[ids.index(after) + 1 :]
+        records: list[JobRecord] = []
+        for job_id in ids:
+            record = self.storage.get(job_id)
+            if record is None or record.deleted:
+                continue
+            if len(records) == limit:
+                return records, True
+            records.append(record)
+        return records, False
+
+    def delete(self, job_id: str, owner: str | None = None) -> JobRecord:
+        """Forget a job: an ended one at once (the caller deletes its video), an unfinished one is
+        cancelled and forgotten when it ends. Either way its caller no longer sees it."""
+        record = self.visible(job_id, owner)
+        if record.ended:
+            self.storage.delete(record)
+            return record
+        self.cancel(job_id, owner)
+        return self._update(self.get(job_id), deleted=True)
 
     def start(self, job_id: str, holder: Any = None) -> bool:
         """QUEUED -> RUNNING; False when the job was cancelled (or ended) before it started.
@@ -251,7 +324,7 @@ class JobBook:
 
     def cancel(self, job_id: str, owner: str | None = None) -> JobRecord:
         """A queued job ends at once; a running one stops at its next step."""
-        record = self.get(job_id, owner)
+        record = self.visible(job_id, owner)
         if record.ended:
             return record
         if record.state is JobState.QUEUED:
@@ -337,8 +410,11 @@ class JobStoreActor:
         redis_url: str | None = None,
         max_attempts: int = JOB_MAX_ATTEMPTS,
         store: str | None = None,
+        webhooks: WebhookOptions | None = None,
     ) -> None:
         self.results = ResultStore(results_dir)
+        self.webhooks = webhooks or WebhookOptions()
+        self.delivering: dict[str, asyncio.Task] = {}
         # The actor's id names the store: Ray keeps it across restarts of this actor, and a new
         # cluster's store has another.
         self.book = JobBook(
@@ -391,6 +467,9 @@ class JobStoreActor:
             self.book.orphan(job_id, holder)
             moved.append(job_id)
         moved += self.book.adopt()
+        for record in self.book.storage.webhooks_pending():
+            if record.store == self.store or not self.book.storage.alive(record.store):
+                self._start_delivery(record)  # one a previous process of this store left unfinished
         if moved:
             await self._notify()
             self._export_counts()
@@ -405,9 +484,36 @@ class JobStoreActor:
 
     async def _changed(self, states_changed: bool = True) -> None:
         self._ensure_sweeper()
+        for record in self.book.deliveries():
+            self._start_delivery(record)
         await self._notify()
         if states_changed:
             self._export_counts()
+
+    def _start_delivery(self, record: JobRecord) -> None:
+        if record.job_id in self.delivering:
+            return
+        task = asyncio.ensure_future(self._deliver(record))
+        self.delivering[record.job_id] = task
+        task.add_done_callback(lambda _: self.delivering.pop(record.job_id, None))
+
+    async def _deliver(self, record: JobRecord) -> None:
+        """POST an ended job's webhook (serve/webhooks.py), recording each attempt on the job."""
+        from serve import webhooks
+
+        async def attempted(attempts: int, error: str) -> None:
+            self.book.webhook_attempted(record.job_id, attempts, error, WEBHOOK_PENDING)
+            await self._notify()
+
+        message_id, body = webhooks.message(record, self.book.ttl_s)
+        delivered, attempts, error = await webhooks.deliver(
+            record.webhook_url, message_id, body, self.webhooks, attempted
+        )
+        if not delivered:
+            log.warning("job %s: webhook not delivered after %d attempts: %s", record.job_id, attempts, error)
+        state = WEBHOOK_DELIVERED if delivered else WEBHOOK_FAILED
+        self.book.webhook_attempted(record.job_id, attempts, error, state)
+        await self._notify()
 
     async def create(
         self,
@@ -417,8 +523,9 @@ class JobStoreActor:
         max_active: int | None = None,
         holder: Any = None,
         request: GenerationRequest | None = None,
+        webhook_url: str = "",
     ) -> tuple[JobRecord, bool]:
-        created = self.book.create(model, idempotency_key, owner, max_active, holder, request)
+        created = self.book.create(model, idempotency_key, owner, max_active, holder, request, webhook_url)
         await self._changed()
         return created
 
@@ -434,7 +541,19 @@ class JobStoreActor:
 
     async def get(self, job_id: str, owner: str | None = None) -> JobRecord:
         self._ensure_sweeper()
-        return self.book.get(job_id, owner)
+        return self.book.visible(job_id, owner)
+
+    async def page(
+        self, owner: str | None, after: str = "", limit: int = 20, newest_first: bool = True
+    ) -> tuple[list[JobRecord], bool]:
+        return self.book.page(owner, after, limit, newest_first)
+
+    async def delete(self, job_id: str, owner: str | None = None) -> JobRecord:
+        record = self.book.delete(job_id, owner)
+        if record.ended:
+            self.results.delete(job_id)
+        await self._changed()
+        return record
 
     async def active(self, owner: str) -> int:
         return self.book.active(owner)
@@ -454,6 +573,8 @@ class JobStoreActor:
 
     async def succeed(self, job_id: str, summary: GenerationSummary) -> JobRecord:
         record = self.book.succeed(job_id, summary)
+        if record.deleted:
+            self.results.delete(job_id)  # deleted by its caller while it ran
         await self._changed()
         return record
 
@@ -487,10 +608,10 @@ class JobStoreActor:
         async with self.changed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    self.changed.wait_for(lambda: self.book.get(job_id, owner).version > after_version),
+                    self.changed.wait_for(lambda: self.book.visible(job_id, owner).version > after_version),
                     timeout_s,
                 )
-        return self.book.get(job_id, owner)
+        return self.book.visible(job_id, owner)
 
 
 def _own_actor_id() -> str:
@@ -531,4 +652,5 @@ def job_store(results_dir: str, settings: JobStoreSettings | None = None) -> Any
         settings.sweep_interval_s,
         settings.options.redis_url,
         settings.max_attempts,
+        webhooks=settings.webhooks,
     )

@@ -7,8 +7,8 @@ import math
 import secrets
 import warnings
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve.catalog import (
@@ -24,6 +24,9 @@ from serve.catalog import (
     StepCache,
 )
 from serve.errors import InvalidArgument
+
+if TYPE_CHECKING:  # PIL is imported where an image is decoded: the client imports this module without it
+    from PIL import Image
 
 MAX_PROMPT_CHARS = 2000
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -134,6 +137,8 @@ def _checked_float(field: str, value: float | None, default: float, allowed: Flo
 
 def _sniff_format(data: bytes) -> str | None:
     """The format PIL's signature checks see in the first bytes, without running any decoder."""
+    from PIL import Image
+
     Image.init()
     prefix = data[:16]
     for name, (_, accept) in Image.OPEN.items():
@@ -147,6 +152,8 @@ def _sniff_format(data: bytes) -> str | None:
 
 def decode_image(data: bytes) -> Image.Image:
     """Decode image bytes with bounds on size, pixel count and format."""
+    from PIL import Image, UnidentifiedImageError
+
     if len(data) > MAX_IMAGE_BYTES:
         raise InvalidArgument("image", f"{len(data)} bytes is more than the limit of {MAX_IMAGE_BYTES}")
     try:

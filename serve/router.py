@@ -25,7 +25,7 @@ from serve.api import pb
 from serve.auth import Authenticator, Caller
 from serve.catalog import get_spec
 from serve.cold_start import expected_cold_start
-from serve.config import MAX_CHUNK_BYTES, AppConfig
+from serve.config import MAX_CHUNK_BYTES, AppConfig, ModelDeployment
 from serve.errors import (
     InvalidArgument,
     NotFound,
@@ -39,13 +39,17 @@ from serve.events import GenerationSummary, StreamItem
 from serve.health import API_SERVICE, ModelHealth
 from serve.jobs import JobRecord, job_store
 from serve.metrics import GAUGE_REFRESH_S, metrics
-from serve.request import GenerationRequest, build_request
+from serve.request import GenerationRequest, RequestFields, build_request
 from serve.results import ResultStore
+from serve.webhooks import check_url
 
 log = logging.getLogger(__name__)
 
 WATCH_POLL_S = 10.0
 ENDED_CACHE_SIZE = 10_000
+# How long this replica answers for an ended job without asking the job store: ended jobs change only
+# when deleted, which another Router replica may do.
+ENDED_CACHE_TTL_S = 10.0
 
 
 class RpcAborted(Exception):
@@ -148,7 +152,7 @@ class Router:
         self.health = ModelHealth()
         self.queued: Counter[str] = Counter()  # admitted Generate calls no replica has started yet
         # Ended jobs never change again: answer GetJob/FetchVideo for them without the job store.
-        self.ended: OrderedDict[str, JobRecord] = OrderedDict()
+        self.ended: OrderedDict[str, tuple[float, JobRecord]] = OrderedDict()
         threading.Thread(target=self._refresh_gauges, daemon=True, name="gauge-refresh").start()
         # Serve constructs replicas on their event loop; built elsewhere (a test), nothing is claimed.
         with contextlib.suppress(RuntimeError):
@@ -162,27 +166,37 @@ class Router:
                     self._set_in_flight(model)
             time.sleep(GAUGE_REFRESH_S)
 
-    def _request(self, params: pb.GenerationParams) -> GenerationRequest:
-        if not params.model:
-            raise InvalidArgument("model", f"is required; deployed: {', '.join(sorted(self.models))}")
-        deployment = self.config.model(params.model)
-        if deployment is None:
-            raise NotFound(
-                f"model {params.model!r} is not deployed; deployed: {', '.join(sorted(self.models))}"
-            )
+    def _request(self, fields: RequestFields) -> GenerationRequest:
+        """The caller's fields checked against the deployed model's limits (one rule set, both APIs)."""
+        deployment = self.deployment(fields.model)
         spec = get_spec(deployment.name)
         return build_request(
             spec,
             spec.limits_for(deployment.tiny),
-            wire.request_fields(params),
+            fields,
             max_video_pixels=deployment.video_pixel_budget(),
             default_cache=deployment.default_cache(),
         )
+
+    def deployment(self, model: str) -> ModelDeployment:
+        """The deployed model named `model`: INVALID_ARGUMENT when unnamed, NOT_FOUND when not deployed."""
+        if not model:
+            raise InvalidArgument("model", f"is required; deployed: {', '.join(sorted(self.models))}")
+        deployment = self.config.model(model)
+        if deployment is None:
+            raise NotFound(f"model {model!r} is not deployed; deployed: {', '.join(sorted(self.models))}")
+        return deployment
 
     def _caller(self, grpc_context: Any) -> Caller:
         """Who is calling (UNAUTHENTICATED without a valid key when auth is on)."""
         metadata = grpc_context.invocation_metadata() if grpc_context is not None else []
         return self.auth.authenticate(metadata)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        """Serve's HTTP ingress of this replica: the OpenAI-compatible videos API (serve/http_api.py)."""
+        from serve.http_api import build_http_app
+
+        return build_http_app(self)
 
     @contextlib.asynccontextmanager
     async def _generate_quota(self, caller: Caller) -> AsyncIterator[None]:
@@ -229,18 +243,32 @@ class Router:
         finally:
             started()
 
-    async def _job(self, job_id: str, caller: Caller) -> JobRecord:
+    async def find_job(self, job_id: str, caller: Caller) -> JobRecord:
         """The caller's job; another caller's is NOT_FOUND, as if it did not exist."""
-        record = self.ended.get(job_id)
-        if record is None:
+        cached = self.ended.get(job_id)
+        if cached is None or time.monotonic() - cached[0] > ENDED_CACHE_TTL_S:
             record = await self.jobs.get.remote(job_id, caller.scope)
             if record.ended:
-                self.ended[job_id] = record
+                self.ended[job_id] = (time.monotonic(), record)
                 while len(self.ended) > ENDED_CACHE_SIZE:
                     self.ended.popitem(last=False)
-        elif caller.scope is not None and record.owner != caller.scope:
+            return record
+        record = cached[1]
+        if caller.scope is not None and record.owner != caller.scope:
             raise NotFound(f"job {job_id} does not exist")
         return record
+
+    async def delete_job(self, job_id: str, caller: Caller) -> JobRecord:
+        """Forget the caller's job and its video (a running one is cancelled first)."""
+        record = await self.jobs.delete.remote(job_id, caller.scope)
+        self.ended.pop(job_id, None)
+        return record
+
+    async def list_jobs(
+        self, caller: Caller, after: str, limit: int, newest_first: bool
+    ) -> tuple[list[JobRecord], bool]:
+        """A page of the caller's jobs (every job when authentication is off) and whether more follow."""
+        return await self.jobs.page.remote(caller.scope, after, limit, newest_first)
 
     @unary_rpc(pb.ListModelsResponse)
     async def ListModels(self, request: pb.ListModelsRequest, grpc_context: Any, call: Call) -> Any:
@@ -256,7 +284,7 @@ class Router:
         received = time.time()
         call.model = request.params.model
         caller = self._caller(grpc_context)
-        generation = self._request(request.params)
+        generation = self._request(wire.request_fields(request.params))
         try:
             async with self._generate_quota(caller):
                 with self.admission.slot(generation.model), self._waiting(generation.model) as started:
@@ -299,25 +327,35 @@ class Router:
 
     @unary_rpc(pb.Job)
     async def SubmitJob(self, request: pb.SubmitJobRequest, grpc_context: Any, call: Call) -> Any:
-        call.model = model = request.params.model
+        call.model = request.params.model
         caller = self._caller(grpc_context)
-        generation = self._request(request.params)
+        fields = wire.request_fields(request.params)
+        return wire.job(await self.submit(caller, fields, request.idempotency_key, request.webhook_url))
+
+    async def submit(
+        self, caller: Caller, fields: RequestFields, idempotency_key: str = "", webhook_url: str = ""
+    ) -> JobRecord:
+        """Check, admit and queue a job (SubmitJob and HTTP's create); the same key gives the same job."""
+        generation = self._request(fields)
+        if webhook_url:  # may resolve the host name: off the event loop
+            await asyncio.to_thread(check_url, webhook_url, self.config.webhooks)
+        model = generation.model
         try:
             self.admission.acquire(model)
         except ResourceExhausted:
             # A retry of a job already accepted adds no work: it gets that job back even at capacity.
-            key = request.idempotency_key
-            if key and (record := await self.jobs.keyed.remote(caller.name, key)) is not None:
-                return wire.job(record)
+            if idempotency_key and (record := await self.jobs.keyed.remote(caller.name, idempotency_key)):
+                return record
             raise
         try:
             record, created = await self.jobs.create.remote(
                 model,
-                request.idempotency_key,
+                idempotency_key,
                 owner=caller.name,
                 max_active=self._job_quota(caller),
                 holder=self.actor,
                 request=generation,
+                webhook_url=webhook_url,
             )
         except BaseException:
             self.admission.release(model)
@@ -327,7 +365,7 @@ class Router:
         else:
             self._start_dispatch(record.job_id, generation, time.time())
         self._set_in_flight(model)
-        return wire.job(record)
+        return record
 
     def _start_dispatch(self, job_id: str, generation: GenerationRequest, submitted_at: float) -> None:
         """Dispatch in the background; the model's admission slot is already held."""
@@ -379,14 +417,14 @@ class Router:
 
     @unary_rpc(pb.Job)
     async def GetJob(self, request: pb.GetJobRequest, grpc_context: Any, call: Call) -> Any:
-        record = await self._job(request.job_id, self._caller(grpc_context))
+        record = await self.find_job(request.job_id, self._caller(grpc_context))
         call.model = record.model
         return wire.job(record)
 
     @stream_rpc
     async def WatchJob(self, request: pb.WatchJobRequest, grpc_context: Any, call: Call) -> AsyncIterator:
         caller = self._caller(grpc_context)
-        record = await self._job(request.job_id, caller)
+        record = await self.find_job(request.job_id, caller)
         call.model = record.model
         yield wire.job(record)
         while not record.ended:
@@ -404,7 +442,7 @@ class Router:
         caller = self._caller(grpc_context)
         if not 0 <= request.chunk_bytes <= MAX_CHUNK_BYTES:
             raise InvalidArgument("chunk_bytes", f"{request.chunk_bytes} is outside [0, {MAX_CHUNK_BYTES}]")
-        record = await self._job(request.job_id, caller)
+        record = await self.find_job(request.job_id, caller)
         call.model = record.model
         if record.summary is None:
             raise NotFound(f"job {request.job_id} has no video: it is {record.state.value}")

@@ -76,7 +76,8 @@ def run_service(config_path: str | Path) -> int:
     began = time.perf_counter()
     start(config)
     print(
-        f"videogen: serving {len(config.app.models)} models on gRPC 127.0.0.1:{config.grpc_port} "
+        f"videogen: serving {len(config.app.models)} models on gRPC 127.0.0.1:{config.grpc_port} and "
+        f"HTTP http://127.0.0.1:{config.http_port}/ (OpenAI-compatible /v1/videos, try-it page at /) "
         f"(ready in {time.perf_counter() - began:.1f}s); metrics on :{config.ray.metrics_export_port}. "
         "Ctrl-C stops.",
         flush=True,

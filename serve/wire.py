@@ -155,6 +155,10 @@ def job(record: JobRecord) -> pb.Job:
         started_at=record.started_at,
         finished_at=record.finished_at,
         idempotency_key=record.idempotency_key,
+        webhook_url=record.webhook_url,
+        webhook_state=record.webhook_state,
+        webhook_attempts=record.webhook_attempts,
+        webhook_error=record.webhook_error,
     )
     if record.summary is not None:
         message.summary.CopyFrom(summary(record.summary))

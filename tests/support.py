@@ -11,8 +11,10 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -190,3 +192,47 @@ def finish(process: subprocess.Popen, timeout_s: float = 300) -> tuple[int, str]
     with process.log as log:  # type: ignore[attr-defined]
         log.seek(0)
         return process.returncode, log.read()
+
+
+class WebhookReceiver:
+    """A real HTTP server on loopback that takes webhooks: it answers `statuses` in turn (then 200) and
+    keeps every request's headers and body."""
+
+    def __init__(self, statuses: Iterable[int] = ()) -> None:
+        import http.server
+
+        self.statuses = list(statuses)
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.arrived = threading.Condition()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                with receiver.arrived:
+                    receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                    status = receiver.statuses.pop(0) if receiver.statuses else 200
+                    receiver.arrived.notify_all()
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/videogen"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, count: int, timeout_s: float = 60) -> list[tuple[dict[str, str], bytes]]:
+        """The first `count` requests, once they have arrived."""
+        with self.arrived:
+            assert self.arrived.wait_for(lambda: len(self.received) >= count, timeout_s), self.received
+            return list(self.received[:count])
+
+    def __enter__(self) -> WebhookReceiver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -32,6 +32,7 @@ class Service:
     config: AppConfig
     results_dir: Path
     metrics_port: int
+    http_url: str  # Serve's HTTP proxy: the OpenAI-compatible API under /v1
 
     def client(self, **kwargs):
         from serve.client import VideogenClient
@@ -46,7 +47,10 @@ class Service:
         return set().union(*(replica_names(APP, deployment) for deployment in ["Router", *warm]))
 
 
-def make_app_config(results_dir: Path) -> AppConfig:
+WEBHOOK_BACKOFF_S = 0.2
+
+
+def make_app_config(results_dir: Path, webhook_secret_file: Path) -> AppConfig:
     models = []
     for name in CATALOG:
         model = {
@@ -59,7 +63,14 @@ def make_app_config(results_dir: Path) -> AppConfig:
         if name == BACKPRESSURE_MODEL:
             model["max_queued_requests"] = BACKPRESSURE_QUEUE
         models.append(model)
-    return AppConfig.model_validate({"models": models, "results_dir": str(results_dir)})
+    # Webhooks to the tests' own loopback receivers (tests/support.WebhookReceiver).
+    webhooks = {
+        "allowed_hosts": ["127.0.0.1"],
+        "allow_private_addresses": True,
+        "secret_file": str(webhook_secret_file),
+        "backoff_s": WEBHOOK_BACKOFF_S,
+    }
+    return AppConfig.model_validate({"models": models, "results_dir": str(results_dir), "webhooks": webhooks})
 
 
 @pytest.fixture(scope="session")
@@ -93,13 +104,18 @@ def service(ray_cluster: int, tmp_path_factory: pytest.TempPathFactory) -> Servi
     from ray.serve.config import gRPCOptions
 
     from serve.deployments import build_app
+    from serve.webhooks import new_secret
 
     results_dir = tmp_path_factory.mktemp("results")
-    grpc_port = free_port()
+    grpc_port, http_port = free_port(), free_port()
     serve.start(
-        http_options={"host": "127.0.0.1", "port": free_port()},
+        http_options={"host": "127.0.0.1", "port": http_port},
         grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=SERVICER_FUNCTIONS),
     )
-    config = make_app_config(results_dir)
+    secret_file = tmp_path_factory.mktemp("webhooks") / "secret"
+    secret_file.write_text(new_secret())
+    config = make_app_config(results_dir, secret_file)
     serve.run(build_app(config), name=APP, route_prefix="/")
-    return Service(f"127.0.0.1:{grpc_port}", config, results_dir, ray_cluster)
+    return Service(
+        f"127.0.0.1:{grpc_port}", config, results_dir, ray_cluster, f"http://127.0.0.1:{http_port}"
+    )

@@ -7,6 +7,7 @@ budget (configured on this application's model).
 
 from __future__ import annotations
 
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ LONG_STEPS = 150
 class Secure:
     target: str
     keys: dict[str, str]
+    http_url: str  # this application's HTTP API (its route prefix on Serve's HTTP proxy)
 
     def client(self, name: str | None = None, api_key: str | None = None) -> VideogenClient:
         return VideogenClient(self.target, application=APP, api_key=api_key or self.keys.get(name or ""))
@@ -75,7 +77,7 @@ def secure(service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secure
         }
     )
     serve.run(build_app(config), name=APP, route_prefix=f"/{APP}")
-    yield Secure(service.target, keys)
+    yield Secure(service.target, keys, f"{service.http_url}/{APP}")
     serve.delete(APP)
 
 
@@ -134,6 +136,28 @@ def test_a_caller_sees_only_its_own_jobs(secure):
         for rpc in ("GetJob", "WatchJob", "CancelJob", "FetchVideo"):
             assert code_of(calls[rpc]) == grpc.StatusCode.NOT_FOUND, rpc
         assert alice.get_job(job.job_id).state == pb.JOB_STATE_SUCCEEDED
+
+
+def test_the_http_api_takes_the_same_keys_and_scopes_videos_to_them(secure):
+    import openai
+
+    def client(key: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{secure.http_url}/v1", api_key=key, timeout=60, max_retries=0)
+
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"{secure.http_url}/v1/videos", timeout=10)
+    assert missing.value.code == 401 and b"API key is required" in missing.value.read()
+    with pytest.raises(openai.AuthenticationError):
+        client("vgk_not-a-key-of-this-service-000000000000").videos.list()
+    alice, bob = client(secure.keys["alice"]), client(secure.keys["bob"])
+    video = bob.videos.create(model=MODEL, prompt="bob's", extra_body={"num_inference_steps": 2})
+    assert bob.videos.poll(video.id, poll_interval_ms=200).status == "completed"
+    with pytest.raises(openai.NotFoundError):
+        alice.videos.retrieve(video.id)
+    with pytest.raises(openai.NotFoundError):
+        alice.videos.delete(video.id)
+    assert video.id not in [v.id for v in alice.videos.list(limit=100).data]
+    assert video.id in [v.id for v in bob.videos.list(limit=100).data]
 
 
 def test_idempotency_keys_belong_to_their_caller(secure):

@@ -8,6 +8,7 @@ which is itself one of them. A command added to a README without a place below f
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -60,7 +61,7 @@ NOT_RUN: dict[str, str] = {
     "--name cold_start_h100": "needs GPUs and real weights in the Hugging Face cache",
     "python3 -m venv .venv && .venv/bin/pip install torch "
     "--index-url https://download.pytorch.org/whl/cu128": NEEDS_NETWORK,
-    ".venv/bin/pip install -e '.[parallel,quant]'": "GPU install, step 2 (make install does the CPU one)",
+    ".venv/bin/pip install -e '.[server,parallel,quant]'": "GPU install, step 2 (make install: the CPU one)",
     ".venv/bin/pip install flash-attn --no-build-isolation": "builds CUDA kernels: needs a GPU toolchain",
     "hf download hunyuanvideo-community/HunyuanVideo": NEEDS_NETWORK,
     "kubectl -n videogen create secret generic videogen-api-keys --from-file=keys.yaml": NEEDS_CLUSTER,
@@ -94,9 +95,12 @@ NOT_RUN: dict[str, str] = {
 }
 
 
-def shell(command: str, cwd: Path = REPO, timeout_s: float = 300) -> subprocess.CompletedProcess:
-    """`command` as a user types it in a shell with the virtual environment activated."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+def shell(
+    command: str, cwd: Path = REPO, timeout_s: float = 300, **variables: str
+) -> subprocess.CompletedProcess:
+    """`command` as a user types it in a shell with the virtual environment activated (and `variables`
+    set, as the README tells the user to)."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **variables}
     return subprocess.run(
         ["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout_s
     )
@@ -182,6 +186,45 @@ def _local_prometheus(command: str, serve: BackgroundProcess, workdir: Path) -> 
         prometheus.stop(grace_s=15)
 
 
+HTTP_VIDEO: dict[str, str] = {}  # the video the README's curl create made: its id is the user's $VIDEO_ID
+
+
+def _http_create(command: str, serve: BackgroundProcess, workdir: Path) -> None:
+    video = json.loads(ok(shell(command, timeout_s=60)).stdout)
+    assert video["object"] == "video" and video["status"] in ("queued", "in_progress"), video
+    HTTP_VIDEO["VIDEO_ID"] = video["id"]
+
+
+def _http_video(command: str, serve: BackgroundProcess, workdir: Path) -> None:
+    """A curl command on the created video, run as the README says (retrieve: until it completed)."""
+    assert HTTP_VIDEO, "the README's curl create runs first"
+    if command.endswith("$VIDEO_ID/content -o out/fox-http.mp4"):
+        out = REPO / "out" / "fox-http.mp4"
+        out.unlink(missing_ok=True)
+        ok(shell(command, timeout_s=60, **HTTP_VIDEO))
+        assert probe_mp4(out.read_bytes())[0] > 0
+        return
+    deadline = time.monotonic() + 300
+    while (answer := json.loads(ok(shell(command, timeout_s=60, **HTTP_VIDEO)).stdout)).get("status") in (
+        "queued",
+        "in_progress",
+    ):
+        assert time.monotonic() < deadline, answer
+        time.sleep(1)
+    if "DELETE" in command:
+        assert answer == {"id": HTTP_VIDEO["VIDEO_ID"], "object": "video.deleted", "deleted": True}
+    else:
+        assert answer["status"] == "completed" and answer["progress"] == 100, answer
+
+
+def _http_json(command: str, serve: BackgroundProcess, workdir: Path) -> None:
+    answer = json.loads(ok(shell(command, timeout_s=60)).stdout)
+    if "/v1/videos" in command:
+        assert HTTP_VIDEO["VIDEO_ID"] in [video["id"] for video in answer["data"]], answer
+    else:
+        assert answer["status"] == "SERVING", answer
+
+
 def _plain(command: str, serve: BackgroundProcess, workdir: Path) -> None:
     ok(shell(command, timeout_s=300))
 
@@ -192,6 +235,13 @@ RUN: dict[str, Callable[[str, BackgroundProcess, Path], None]] = {
     '.venv/bin/videogen client generate --model hunyuanvideo --prompt "a red fox running in the snow" '
     "--out out/fox.mp4": _first_request,
     "curl -s http://127.0.0.1:8080/metrics | grep '^ray_videogen_'": _metrics,
+    "curl -s http://127.0.0.1:8000/v1/videos -H 'Content-Type: application/json' -d '{\"model\": "
+    '"cogvideox-2b", "prompt": "a red fox running in the snow", "seconds": "2"}\'': _http_create,
+    "curl -s http://127.0.0.1:8000/v1/videos/$VIDEO_ID": _http_video,
+    "curl -s http://127.0.0.1:8000/v1/videos/$VIDEO_ID/content -o out/fox-http.mp4": _http_video,
+    "curl -s 'http://127.0.0.1:8000/v1/videos?limit=10&order=desc'": _http_json,
+    "curl -s -X DELETE http://127.0.0.1:8000/v1/videos/$VIDEO_ID": _http_video,
+    "curl -s http://127.0.0.1:8000/readyz": _http_json,
     ".venv/bin/python -m serve.local_prometheus 8080 "
     "--rules k8s/components/monitoring/rules/videogen.rules.yaml": _local_prometheus,
     'echo "keys:" > keys.yaml': _in_workdir,
@@ -230,7 +280,7 @@ def test_the_service_make_serve_started_reports_the_embedded_default(make_serve:
 def test_make_serve_answers_a_model_that_scaled_to_zero(make_serve: BackgroundProcess) -> None:
     from serve.api import pb
     from serve.client import VideogenClient
-    from serve.config import DEFAULT_TARGET
+    from serve.ports import DEFAULT_TARGET
     from tests.support import png
 
     with VideogenClient(DEFAULT_TARGET) as client:

@@ -252,3 +252,57 @@ def test_a_new_cluster_adopts_the_jobs_of_a_job_store_that_is_gone_and_runs_them
     new.succeed(record.job_id, summary())
     assert old.create("svd", "upgrade-1", owner="alice")[0].state is JobState.SUCCEEDED
     assert new.storage.request(record.job_id) is None  # an ended job keeps no request
+
+
+def test_pages_list_an_owners_jobs_in_creation_order_either_way(new_book):
+    book = new_book()
+    mine = [book.create("svd", owner="alice")[0].job_id for _ in range(5)]
+    book.create("svd", owner="bob")
+    page, more = book.page("alice", limit=2, newest_first=True)
+    assert [r.job_id for r in page] == mine[::-1][:2] and more
+    page, more = book.page("alice", after=mine[1], limit=10, newest_first=False)
+    assert [r.job_id for r in page] == mine[2:] and not more
+    assert len(book.page(None, limit=100)[0]) == 6  # authentication off: every job
+    with pytest.raises(InvalidArgument, match="after"):
+        book.page("bob", after=mine[0])
+
+
+def test_deleting_an_ended_job_forgets_it_and_its_key(new_book):
+    book = new_book()
+    record, _ = book.create("svd", "key-1", owner="alice")
+    book.start(record.job_id)
+    book.succeed(record.job_id, summary(video_bytes=10))
+    with pytest.raises(NotFound):
+        book.delete(record.job_id, owner="bob")
+    assert book.delete(record.job_id, owner="alice").ended
+    with pytest.raises(NotFound):
+        book.get(record.job_id)
+    assert book.page("alice")[0] == [] and book.counts()["succeeded"] == 0
+    assert book.create("svd", "key-1", owner="alice")[1]  # the key is free again
+
+
+def test_deleting_a_running_job_cancels_it_and_forgets_it_when_it_stops(new_book):
+    book = new_book()
+    record, _ = book.create("svd", owner="alice")
+    book.start(record.job_id)
+    book.delete(record.job_id, owner="alice")
+    with pytest.raises(NotFound):
+        book.visible(record.job_id)
+    assert book.page("alice")[0] == []
+    assert book.progress(record.job_id, Stage.DENOISING, 2, 4, 1.0) is True  # the replica stops
+    book.fail(record.job_id, "CANCELLED", "cancelled by the caller")
+    with pytest.raises(NotFound):
+        book.get(record.job_id)
+
+
+def test_a_job_remembers_what_was_asked(new_book):
+    book = new_book()
+    request = tiny_request("svd", image=png())
+    record, _ = book.create("svd", request=request)
+    again = book.get(record.job_id)
+    assert (again.width, again.height, again.num_frames, again.fps) == (
+        request.width,
+        request.height,
+        request.num_frames,
+        request.fps,
+    )

@@ -31,8 +31,8 @@ def test_rayservice_ray_version_is_the_pinned_ray() -> None:
     assert rayservice["spec"]["rayClusterConfig"]["rayVersion"] == _pin("ray")
 
 
-def test_image_installs_the_parallel_and_quant_extras_and_the_pinned_torch() -> None:
-    assert "x['parallel'] + x['quant']" in DOCKERFILE
+def test_image_installs_the_server_parallel_and_quant_extras_and_the_pinned_torch() -> None:
+    assert "p['dependencies'] + x['server'] + x['parallel'] + x['quant']" in DOCKERFILE
     assert f"torch=={_pin('torch')}" in DOCKERFILE
     assert "-c constraints.txt" in DOCKERFILE
 
