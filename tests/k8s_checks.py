@@ -39,6 +39,7 @@ DEFAULT_METRICS_EXPORT_PORT = "8080"  # KubeRay's default --metrics-export-port
 CRD_SCHEMAS = {
     ("gateway.networking.k8s.io/v1", "Gateway"): "crds/gateway.networking.k8s.io_v1_gateway.json",
     ("gateway.networking.k8s.io/v1", "GRPCRoute"): "crds/gateway.networking.k8s.io_v1_grpcroute.json",
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "crds/gateway.networking.k8s.io_v1_httproute.json",
     ("monitoring.coreos.com/v1", "PodMonitor"): "crds/monitoring.coreos.com_v1_podmonitor.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "crds/monitoring.coreos.com_v1_prometheusrule.json",
 }
@@ -793,54 +794,78 @@ def memory_bytes(quantity: str) -> int:
     return int(text)
 
 
+# Route kind -> the appProtocol of the Serve service port it must reach (gRPC: h2c; HTTP: Serve's HTTP).
+ROUTE_BACKENDS = {"GRPCRoute": H2C, "HTTPRoute": "http"}
+
+
+def _route_listeners(objects: list[Obj], parent: Obj) -> list[Obj]:
+    return [
+        listener
+        for gateway in find(objects, "Gateway", parent["name"])
+        for listener in gateway["spec"]["listeners"]
+        if parent.get("sectionName") in (None, listener["name"])
+    ]
+
+
 def gateway_problems(objects: list[Obj], rayservice: Obj) -> list[str]:
-    """GRPCRoutes attach to a TLS-terminating listener and reach Serve's gRPC port for known services."""
+    """GRPCRoutes and HTTPRoutes attach to TLS-terminating listeners that admit their kind, each route kind
+    on a host name of its own, and reach the Serve port of their protocol (gRPC: known services only)."""
     problems = []
     service = rayservice["spec"].get("serveService", {})
     service_name = service.get("metadata", {}).get("name")
     service_ports = {p.get("port"): p for p in service.get("spec", {}).get("ports", [])}
     deploy, _ = serve_apps(rayservice)
     known = servicer_services(deploy.get("grpc_options", {}).get("grpc_servicer_functions", []))
-    for route in find(objects, "GRPCRoute"):
-        for i, parent in enumerate(route["spec"].get("parentRefs", [])):
-            gateways = find(objects, "Gateway", parent["name"])
-            listeners = [
-                listener
-                for gateway in gateways
-                for listener in gateway["spec"]["listeners"]
-                if parent.get("sectionName") in (None, listener["name"])
-            ]
-            if not listeners:
-                problems.append(
-                    f"{ref(route)}: spec.parentRefs[{i}] names no listener of a Gateway in the manifests"
-                )
-            for listener in listeners:
-                if (
-                    listener.get("protocol") != "HTTPS"
-                    or listener.get("tls", {}).get("mode", "Terminate") != "Terminate"
-                ):
+    hostnames: dict[str, set[str]] = {kind: set() for kind in ROUTE_BACKENDS}
+    for kind, protocol in ROUTE_BACKENDS.items():
+        for route in find(objects, kind):
+            for i, parent in enumerate(route["spec"].get("parentRefs", [])):
+                listeners = _route_listeners(objects, parent)
+                if not listeners:
                     problems.append(
-                        f"{ref(route)}: listener {listener['name']} must be HTTPS with tls.mode Terminate "
-                        "(TLS at the gateway)"
+                        f"{ref(route)}: spec.parentRefs[{i}] names no listener of a Gateway in the manifests"
                     )
-        for i, rule in enumerate(route["spec"].get("rules", [])):
-            for j, match in enumerate(rule.get("matches", [])):
-                name = match.get("method", {}).get("service")
-                if name is not None and name not in known:
-                    problems.append(
-                        f"{ref(route)}: spec.rules[{i}].matches[{j}].method.service {name!r} is not served; "
-                        f"the Serve config registers {sorted(known)}"
-                    )
-            for j, backend in enumerate(rule.get("backendRefs", [])):
-                port = service_ports.get(backend.get("port"))
-                if backend.get("name") != service_name or port is None:
-                    problems.append(
-                        f"{ref(route)}: spec.rules[{i}].backendRefs[{j}] "
-                        f"{backend.get('name')}:{backend.get('port')} is not a port of the Serve service "
-                        f"{service_name} ({sorted(service_ports)})"
-                    )
-                elif port.get("appProtocol") != H2C:
-                    problems.append(f"{ref(route)}: spec.rules[{i}].backendRefs[{j}] port is not {H2C}")
+                for listener in listeners:
+                    hostnames[kind].add(listener.get("hostname", "*"))
+                    if (
+                        listener.get("protocol") != "HTTPS"
+                        or listener.get("tls", {}).get("mode", "Terminate") != "Terminate"
+                    ):
+                        problems.append(
+                            f"{ref(route)}: listener {listener['name']} must be HTTPS with tls.mode "
+                            "Terminate (TLS at the gateway)"
+                        )
+                    admitted = [k.get("kind") for k in listener.get("allowedRoutes", {}).get("kinds", [])]
+                    if admitted and kind not in admitted:
+                        problems.append(
+                            f"{ref(route)}: listener {listener['name']} admits {admitted}, not {kind}"
+                        )
+            for i, rule in enumerate(route["spec"].get("rules", [])):
+                for j, match in enumerate(rule.get("matches", [])):
+                    name = match.get("method", {}).get("service") if kind == "GRPCRoute" else None
+                    if name is not None and name not in known:
+                        problems.append(
+                            f"{ref(route)}: spec.rules[{i}].matches[{j}].method.service {name!r} is not "
+                            f"served; the Serve config registers {sorted(known)}"
+                        )
+                for j, backend in enumerate(rule.get("backendRefs", [])):
+                    port = service_ports.get(backend.get("port"))
+                    if backend.get("name") != service_name or port is None:
+                        problems.append(
+                            f"{ref(route)}: spec.rules[{i}].backendRefs[{j}] "
+                            f"{backend.get('name')}:{backend.get('port')} is not a port of the Serve service "
+                            f"{service_name} ({sorted(service_ports)})"
+                        )
+                    elif port.get("appProtocol") != protocol:
+                        problems.append(
+                            f"{ref(route)}: spec.rules[{i}].backendRefs[{j}] port is not {protocol}"
+                        )
+    shared = hostnames["GRPCRoute"] & hostnames["HTTPRoute"]
+    if shared:
+        problems.append(
+            f"GRPCRoute and HTTPRoute listeners share host names {sorted(shared)}: a gateway cannot "
+            "route both"
+        )
     return problems
 
 

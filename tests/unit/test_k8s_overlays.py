@@ -194,6 +194,22 @@ def test_grpcroute_sends_the_api_and_grpc_health_through_a_tls_gateway() -> None
     assert (listener["protocol"], listener["tls"]["mode"]) == ("HTTPS", "Terminate")
 
 
+def test_httproute_sends_the_http_api_to_serves_http_port_on_a_host_name_of_its_own() -> None:
+    objs = objects("gpu")
+    (route,) = find(objs, "HTTPRoute")
+    (gateway,) = find(objs, "Gateway")
+    listeners = {listener["name"]: listener for listener in gateway["spec"]["listeners"]}
+    listener = listeners[route["spec"]["parentRefs"][0]["sectionName"]]
+    ports = {p["port"]: p for p in rayservice(objs)["spec"]["serveService"]["spec"]["ports"]}
+    (rule,) = route["spec"]["rules"]
+
+    assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]
+    assert [ports[backend["port"]]["name"] for backend in rule["backendRefs"]] == ["serve"]
+    assert serve_config("gpu").http_port == rule["backendRefs"][0]["port"]
+    assert (listener["protocol"], listener["tls"]["mode"]) == ("HTTPS", "Terminate")
+    assert listener["hostname"] != listeners["grpc-tls"]["hostname"]
+
+
 def test_fetch_weights_job_reads_the_deployed_serve_config() -> None:
     objs = objects("gpu")
     (job,) = find(objs, "Job")
@@ -345,6 +361,24 @@ BROKEN: list[tuple[str, str, str | None, Change, list[str]]] = [
             "PodMonitor/videogen-ray-workers: spec.podMetricsEndpoints[0].port 'prometheus' is not a named "
             "container port of group(s) cpu, gpu-1x, gpu-4x"
         ],
+    ),
+    (
+        "HTTPRoute attached to the gRPC listener",
+        "HTTPRoute",
+        None,
+        lambda route: route["spec"]["parentRefs"][0].__setitem__("sectionName", "grpc-tls"),
+        [
+            "HTTPRoute/videogen-http: listener grpc-tls admits ['GRPCRoute'], not HTTPRoute",
+            "GRPCRoute and HTTPRoute listeners share host names ['videogen.example.com']: a gateway cannot "
+            "route both",
+        ],
+    ),
+    (
+        "HTTPRoute sent to the gRPC port",
+        "HTTPRoute",
+        None,
+        lambda route: route["spec"]["rules"][0]["backendRefs"][0].__setitem__("port", 50051),
+        ["HTTPRoute/videogen-http: spec.rules[0].backendRefs[0] port is not http"],
     ),
     (
         "GRPCRoute routes a service nobody serves",
@@ -516,6 +550,7 @@ def test_the_operator_settings_live_in_settings_env_only_and_reach_every_field()
         "image",
         "storageClassName",
         "hostname",
+        "httpHostname",
         "gatewayClassName",
         "tlsSecretName",
         "apiKeysSecretName",
@@ -538,13 +573,18 @@ def test_the_operator_settings_live_in_settings_env_only_and_reach_every_field()
     }
     (gateway,) = find(objs, "Gateway")
     (route,) = find(objs, "GRPCRoute")
+    (http_route,) = find(objs, "HTTPRoute")
     assert gateway["spec"]["gatewayClassName"] == settings["gatewayClassName"]
-    assert [listener["hostname"] for listener in gateway["spec"]["listeners"]] == [settings["hostname"]]
+    assert {listener["name"]: listener["hostname"] for listener in gateway["spec"]["listeners"]} == {
+        "grpc-tls": settings["hostname"],
+        "http-tls": settings["httpHostname"],
+    }
     assert route["spec"]["hostnames"] == [settings["hostname"]]
+    assert http_route["spec"]["hostnames"] == [settings["httpHostname"]]
     refs = [
         ref["name"] for listener in gateway["spec"]["listeners"] for ref in listener["tls"]["certificateRefs"]
     ]
-    assert refs == [settings["tlsSecretName"]]
+    assert refs == [settings["tlsSecretName"]] * 2
     # The API keys: every worker mounts the Secret, which may be missing at start (no pod waits for it).
     key_volumes = [v for g in workers(rs) for v in g.spec["volumes"] if v["name"] == "api-keys"]
     assert len(key_volumes) == len(workers(rs))
