@@ -1,8 +1,9 @@
-"""Sequence-parallel degrees of a HunyuanVideo replica and their validation against the model.
+"""Parallel degrees of a multi-GPU replica and their validation against the model.
 
 xDiT's HunyuanVideo wrapper splits attention heads over the Ulysses ranks, the video tokens over all
 sequence-parallel ranks (`ulysses x ring`) and, with `cfg_degree=2`, the two true-CFG branches over two
-rank groups. The errors below name the field at fault and list the combinations that would work.
+rank groups; `pipeline_degree` cuts the blocks into stages (parallel/pipeline.py). The errors below name the
+field at fault and list the combinations that would work.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from parallel.vae import min_latent_rows
+from serve.catalog import CachePolicy
 from serve.config import ParallelOptions
 from serve.errors import InvalidArgument
 from serve.request import GenerationRequest
@@ -31,6 +33,7 @@ class TransformerGeometry(BaseModel):
     patch_size_t: int = Field(ge=1, description="temporal patch of the transformer, in latent frames")
     spatial_compression: int = Field(8, ge=1, description="VAE pixels per latent pixel")
     temporal_compression: int = Field(4, ge=1, description="VAE frames per latent frame (after the first)")
+    num_blocks: int = Field(0, ge=0, description="transformer blocks a pipeline can cut (0: not known)")
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> TransformerGeometry:
@@ -51,6 +54,7 @@ class TransformerGeometry(BaseModel):
             # HunyuanVideo's VAE names them one way, Wan's another.
             spatial_compression=vae.get("spatial_compression_ratio", vae.get("scale_factor_spatial", 8)),
             temporal_compression=vae.get("temporal_compression_ratio", vae.get("scale_factor_temporal", 4)),
+            num_blocks=transformer.get("num_layers", 0) + transformer.get("num_single_layers", 0),
         )
 
     def video_tokens(self, num_frames: int, height: int, width: int) -> int:
@@ -60,33 +64,43 @@ class TransformerGeometry(BaseModel):
         return (latent_frames // self.patch_size_t) * (height // patch) * (width // patch)
 
 
-# The published HunyuanVideo (hunyuanvideo-community/HunyuanVideo): 24 heads of 128, 2x2 patches.
-HUNYUANVIDEO = TransformerGeometry(num_attention_heads=24, patch_size=2, patch_size_t=1)
+# The published HunyuanVideo (hunyuanvideo-community/HunyuanVideo): 24 heads of 128, 2x2 patches, 20
+# dual-stream and 40 single-stream blocks.
+HUNYUANVIDEO = TransformerGeometry(num_attention_heads=24, patch_size=2, patch_size_t=1, num_blocks=60)
 
 
 def _describe(options: ParallelOptions) -> str:
-    return f"ulysses={options.ulysses_degree} ring={options.ring_degree} cfg={options.cfg_degree}"
+    text = f"ulysses={options.ulysses_degree} ring={options.ring_degree} cfg={options.cfg_degree}"
+    return text + (f" pipeline={options.pipeline_degree}" if options.pipeline_degree > 1 else "")
 
 
 def valid_combinations(
-    world_size: int, geometry: TransformerGeometry, true_cfg: bool = False
+    world_size: int, geometry: TransformerGeometry, true_cfg: bool = False, pipeline_degree: int = 1
 ) -> list[ParallelOptions]:
-    """Every ParallelOptions that runs this model on `world_size` ranks (Ulysses-heavy first)."""
+    """Every ParallelOptions with `pipeline_degree` stages that runs this model on `world_size` ranks
+    (Ulysses-heavy first)."""
     combos = []
     for cfg in (1, 2) if true_cfg else (1,):
-        if world_size % cfg:
+        if world_size % (cfg * pipeline_degree):
             continue
-        sequence = world_size // cfg
+        sequence = world_size // (cfg * pipeline_degree)
         for ulysses in range(sequence, 0, -1):
             if sequence % ulysses == 0 and geometry.num_attention_heads % ulysses == 0:
                 combos.append(
-                    ParallelOptions(ulysses_degree=ulysses, ring_degree=sequence // ulysses, cfg_degree=cfg)
+                    ParallelOptions(
+                        ulysses_degree=ulysses,
+                        ring_degree=sequence // ulysses,
+                        cfg_degree=cfg,
+                        pipeline_degree=pipeline_degree,
+                    )
                 )
     return combos
 
 
-def _valid_list(world_size: int, geometry: TransformerGeometry, true_cfg: bool) -> str:
-    combos = valid_combinations(world_size, geometry, true_cfg)
+def _valid_list(
+    world_size: int, geometry: TransformerGeometry, true_cfg: bool, pipeline_degree: int = 1
+) -> str:
+    combos = valid_combinations(world_size, geometry, true_cfg, pipeline_degree)
     return "; ".join(_describe(c) for c in combos) or "none"
 
 
@@ -102,22 +116,28 @@ def validate(
     CFG-distilled: only `true_cfg_scale > 1` with a negative prompt runs the second branch cfg=2 splits).
     """
     size = world_size or options.world_size
+    stages = options.pipeline_degree
     if world_size is not None and options.world_size != world_size:
         raise ParallelConfigError(
-            f"{_describe(options)} needs {options.world_size} GPUs (ulysses x ring x cfg) but the replica "
-            f"has {world_size}; valid for {world_size}: {_valid_list(world_size, geometry, true_cfg)}"
+            f"{_describe(options)} needs {options.world_size} GPUs (ulysses x ring x cfg x pipeline) but the "
+            f"replica has {world_size}; valid for {world_size}: "
+            f"{_valid_list(world_size, geometry, true_cfg, stages)}"
+        )
+    if geometry.num_blocks and stages > geometry.num_blocks:
+        raise ParallelConfigError(
+            f"pipeline_degree={stages} is more stages than the model's {geometry.num_blocks} blocks"
         )
     if geometry.num_attention_heads % options.ulysses_degree:
         raise ParallelConfigError(
             f"ulysses_degree={options.ulysses_degree} does not divide the model's "
             f"{geometry.num_attention_heads} attention heads; valid for {size} GPUs: "
-            f"{_valid_list(size, geometry, true_cfg)}"
+            f"{_valid_list(size, geometry, true_cfg, stages)}"
         )
     if options.cfg_degree == 2 and not true_cfg:
         raise ParallelConfigError(
             "cfg_degree=2 splits the true-CFG branches, but HunyuanVideo is CFG-distilled and runs one "
             f"branch unless true CFG is used; valid for {size} GPUs without true CFG: "
-            f"{_valid_list(size, geometry, False)}"
+            f"{_valid_list(size, geometry, False, stages)}"
         )
     return options
 
@@ -148,6 +168,12 @@ def validate_request(
             f"{min_latent_rows(options.world_size)} the VAE decode split over {options.world_size} ranks "
             f"needs (parallel_vae); use a height of at least "
             f"{min_latent_rows(options.world_size) * geometry.spatial_compression}",
+        )
+    if options.pipeline_degree > 1 and request.cache.policy is not CachePolicy.OFF:
+        raise InvalidArgument(
+            "cache_policy",
+            f"{request.cache.policy.value} cannot run on a pipeline-parallel replica (pipeline_degree="
+            f"{options.pipeline_degree}: the first block lives on the first stage only); send off",
         )
     if options.cfg_degree == 2 and not uses_true_cfg(request):
         raise InvalidArgument(

@@ -24,6 +24,7 @@ import torch.distributed as dist
 from parallel import cpu_compat
 from parallel.config import TransformerGeometry, attention_backend, validate, validate_request
 from parallel.fp8 import ParameterBytes, parameter_bytes
+from parallel.pipeline import stage_of, stage_ranks
 from parallel.vae import VaeSplit, split_vae_decode
 from serve.catalog import MemoryOptions, ModelSpec
 from serve.compile import CompileOptions
@@ -73,10 +74,17 @@ class _XDiTFamily:
     HunyuanVideo's Llama encoder alone is 16 GB in bf16 that such a rank never uses.
     """
 
-    def __init__(self, family: Any, transformer_cls: type, without_text_encoders: bool = False) -> None:
+    def __init__(
+        self,
+        family: Any,
+        transformer_cls: type,
+        without_text_encoders: bool = False,
+        stage: tuple[int, int] | None = None,
+    ) -> None:
         self.family = family
         self.transformer_cls = transformer_cls
         self.without_text_encoders = without_text_encoders
+        self.stage = stage  # (pipeline_degree, this rank's stage): keep only that stage's blocks
 
     def load_pipeline(self, pipeline_cls: type, source: Any, load_kwargs: dict[str, Any]) -> Any:
         kwargs = dict(load_kwargs)
@@ -87,6 +95,8 @@ class _XDiTFamily:
             install = getattr(transformer, "install_xdit_attention_processors", None)
             if install is not None:  # HunyuanVideo's wrapper; Wan's installs them as it is built
                 install()
+            if self.stage is not None:  # before the pipeline moves the weights to the device
+                transformer.keep_own_stage(*self.stage)
             kwargs[name] = transformer
         if self.without_text_encoders:
             kwargs |= {name: None for name in text_encoder_names(source.path)}
@@ -126,9 +136,10 @@ _XDIT_TRANSFORMERS = {
 }
 
 
-def _transformer_class(family: str, cfg_degree: int) -> type:
-    """xDiT's sequence-parallel transformer of the family: HunyuanVideo's (with cfg=2, a subclass running
-    each true-CFG branch on its rank group), Wan's or HunyuanVideo 1.5's."""
+def _transformer_class(family: str, cfg_degree: int, pipeline_degree: int = 1) -> type:
+    """xDiT's sequence-parallel transformer of the family: HunyuanVideo's (cut into pipeline stages when
+    pipeline_degree > 1; with cfg=2, a subclass running each true-CFG branch on its rank group), Wan's or
+    HunyuanVideo 1.5's."""
     if family in _XDIT_TRANSFORMERS:
         import importlib
 
@@ -139,10 +150,15 @@ def _transformer_class(family: str, cfg_degree: int) -> type:
         xFuserHunyuanVideoTransformer3DWrapper,
     )
 
-    if cfg_degree == 1:
-        return xFuserHunyuanVideoTransformer3DWrapper
+    base: type = xFuserHunyuanVideoTransformer3DWrapper
+    if pipeline_degree > 1:
+        from parallel.pipeline import pipeline_transformer_class
 
-    class CfgSplitHunyuanVideoTransformer(xFuserHunyuanVideoTransformer3DWrapper):
+        base = pipeline_transformer_class(base)
+    if cfg_degree == 1:
+        return base
+
+    class CfgSplitHunyuanVideoTransformer(base):
         """Splits HunyuanVideoPipeline's two true-CFG calls per step over the two CFG rank groups.
 
         The pipeline calls the transformer for the conditional branch, then for the unconditional one,
@@ -233,6 +249,7 @@ class RankWorker:
         self.attention_backend = attention_backend(parallel, on_gpu=torch.cuda.is_available())
         self.attention_backend_used = ""  # xfuser's choice, once its runtime is up
         self.vae_split = VaeSplit.NONE
+        self.stage = 0  # this rank's pipeline stage (0 without pipeline parallelism)
         self.last_output: Any = None  # a rank other than 0: its last GenerationOutput (no frames)
 
     def setup(self) -> float:
@@ -240,10 +257,13 @@ class RankWorker:
         start = time.perf_counter()
         cpu_compat.apply()
         self._init_distributed()
+        stages = self.parallel.pipeline_degree
+        self.stage = stage_of(self.rank, self.world_size, stages)
         self.engine.family = _XDiTFamily(
             self.engine.family,
-            _transformer_class(self.spec.family, self.parallel.cfg_degree),
+            _transformer_class(self.spec.family, self.parallel.cfg_degree, stages),
             without_text_encoders=self.rank != 0,
+            stage=(stages, self.stage) if stages > 1 else None,
         )
         self.engine.load()
         if self.engine.memory.fp8_weights:
@@ -298,10 +318,17 @@ class RankWorker:
             ulysses_degree=self.parallel.ulysses_degree,
             ring_degree=self.parallel.ring_degree,
             use_cfg_parallel=self.parallel.cfg_degree == 2,
+            # Pipeline stages are xfuser's data-parallel groups (parallel/pipeline.py: the rank layout).
+            data_parallel_degree=self.parallel.pipeline_degree,
             attention_backend=self.attention_backend,
         )
         engine_config, _ = args.create_config()
         initialize_runtime_state(self.engine.pipe, engine_config)
+        if self.parallel.pipeline_degree > 1:
+            from xfuser.core.distributed import get_dp_group
+
+            expected = stage_ranks(self.rank, self.world_size, self.parallel.pipeline_degree)
+            assert get_dp_group().ranks == expected, (get_dp_group().ranks, expected)
         self.attention_backend_used = get_runtime_state().attention_backend.name
         # Control messages (cancel) on their own CPU group, off the accelerator's streams.
         self._control = dist.new_group(backend="gloo", timeout=self.timeout)

@@ -192,6 +192,12 @@ class ModelSpec(BaseModel):
         description="GPU memory of the text encoders within gpu_memory_gb: what text_encoder_offload and the "
         "ranks other than 0 of a multi-GPU replica do not hold",
     )
+    transformer_blocks_gb: float = Field(
+        0.0,
+        ge=0,
+        description="GPU memory of the transformer blocks' weights within gpu_memory_gb, with the catalog's "
+        "memory options: what pipeline stages divide among them (parallel/pipeline.py)",
+    )
     denoiser: Literal["transformer", "unet"] = Field(
         "unet", description="the denoiser's kind: DiT transformer blocks (cached, compiled) or a UNet"
     )
@@ -211,12 +217,16 @@ class ModelSpec(BaseModel):
     def limits_for(self, tiny: bool) -> Limits:
         return self.tiny_limits if tiny else self.limits
 
-    def gpu_memory_estimate_gb(self, memory: MemoryOptions | None = None, rank: int = 0) -> float:
+    def gpu_memory_estimate_gb(
+        self, memory: MemoryOptions | None = None, rank: int = 0, pipeline_degree: int = 1
+    ) -> float:
         """Estimated peak of one GPU at the defaults: less the text encoders where that GPU does not hold them
-        (`text_encoder_offload`, or a rank other than 0 of a multi-GPU replica)."""
+        (`text_encoder_offload`, or a rank other than 0 of a multi-GPU replica), and less the blocks of the
+        other stages of a pipeline-parallel replica."""
         options = memory or self.memory
         without_encoders = rank > 0 or options.text_encoder_offload
-        return self.gpu_memory_gb - (self.text_encoder_gb if without_encoders else 0.0)
+        other_stages = self.transformer_blocks_gb * (1 - 1 / pipeline_degree)
+        return self.gpu_memory_gb - (self.text_encoder_gb if without_encoders else 0.0) - other_stages
 
     @model_validator(mode="after")
     def _image_pipeline_for_ti2v(self) -> ModelSpec:
@@ -494,6 +504,7 @@ def _hunyuan(
         default_cache=_HUNYUAN_CACHE,
         sequence_parallel=task is Task.T2V,
         gpu_memory_gb=45.0,
+        transformer_blocks_gb=12.6,  # the 60 blocks' ~12.6B parameters in FP8 storage (fp8_weights)
         text_encoder_gb=text_encoder_gb,
         description=description,
     )

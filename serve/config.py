@@ -147,11 +147,23 @@ RING_INCAPABLE_BACKENDS: frozenset[str] = frozenset({"sdpa", "sdpa_math", "flash
 
 
 class ParallelOptions(BaseModel):
-    """Sequence parallelism of one replica (HunyuanVideo); world size is the product of degrees."""
+    """Sequence and pipeline parallelism of one replica; world size is the product of the degrees."""
 
     ulysses_degree: int = Field(1, ge=1, description="Ulysses (all-to-all over heads) degree")
     ring_degree: int = Field(1, ge=1, description="ring attention degree")
     cfg_degree: int = Field(1, ge=1, le=2, description="2 runs the CFG branches on separate ranks")
+    pipeline_degree: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="pipeline stages (HunyuanVideo): the transformer's blocks split into this many groups of "
+        "ranks, each holding about 1/pipeline_degree of the transformer's weights (parallel/pipeline.py). "
+        "Choose it when one GPU cannot hold the whole transformer (24-48 GB cards): it sends the hidden "
+        "states from stage to stage once per step, and the stages take turns, so it trades speed for "
+        "memory; sequence parallelism (ulysses, ring) splits the work but keeps the whole model on every "
+        "GPU. Combined (pipeline x ulysses) each stage runs sequence-parallel. Step caching is off with "
+        "pipeline_degree > 1 (the first block lives on the first stage only)",
+    )
     attention_backend: AttentionBackend | None = Field(
         None,
         description="xfuser's attention kernel on GPUs; unset: xfuser's pick (FA4, FA3, cuDNN, in that order "
@@ -176,7 +188,7 @@ class ParallelOptions(BaseModel):
 
     @property
     def world_size(self) -> int:
-        return self.ulysses_degree * self.ring_degree * self.cfg_degree
+        return self.ulysses_degree * self.ring_degree * self.cfg_degree * self.pipeline_degree
 
 
 class ModelDeployment(BaseModel):
@@ -283,13 +295,27 @@ class ModelDeployment(BaseModel):
                 f"parallel.cfg_degree=2 splits HunyuanVideo's true-CFG branches; {self.name} runs with "
                 "cfg_degree 1 (put the GPUs into ulysses_degree or ring_degree)"
             )
+        if self.parallel.pipeline_degree > 1:
+            if spec.family != "hunyuanvideo":
+                raise ValueError(
+                    f"parallel.pipeline_degree={self.parallel.pipeline_degree}: pipeline stages are built "
+                    f"for HunyuanVideo's transformer; {self.name} spans GPUs with ulysses or ring degrees"
+                )
+            if self.cache is not None and self.cache.policy is not CachePolicy.OFF:
+                raise ValueError(
+                    f"cache: {self.cache.policy.value} cannot run with parallel.pipeline_degree="
+                    f"{self.parallel.pipeline_degree} (the first block lives on the first stage only); "
+                    "set cache.policy off or pipeline_degree 1"
+                )
         return self
 
     def default_cache(self) -> StepCache:
         """The step caching of a request that does not choose its own."""
         if self.cache is not None:
             return self.cache
-        return NO_CACHE if self.tiny else CATALOG[self.name].default_cache
+        if self.tiny or (self.parallel is not None and self.parallel.pipeline_degree > 1):
+            return NO_CACHE
+        return CATALOG[self.name].default_cache
 
     @property
     def deployment_name(self) -> str:

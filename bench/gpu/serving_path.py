@@ -3,7 +3,8 @@
 What runs is the replica's own code: `parallel.worker.RankWorker` (xDiT's HunyuanVideo wrapper, the
 attention backend it picks, one text encode, the step cache with its collective decision, the split VAE
 decode) over `serve.engine.Engine` with the catalog's memory options for HunyuanVideo (FP8 weight storage,
-VAE tiling, text encoders offloaded). Per world size (1, and 2 when two GPUs are present): load, then
+VAE tiling, text encoders offloaded). Per layout (1 GPU; with two GPUs present, Ulysses 2 and a pipeline of
+2 stages, parallel/pipeline.py, whose ranks hold half the blocks each and run without step cache): load, then
 `--steps` uncached steps stopping at the latents, then `--cached-steps` steps with the catalog's default
 step cache and the VAE decode. Recorded: seconds per step (median of the steps after the first), stage
 seconds, transformer forwards and skips, peak GPU memory, the attention backend, and TFLOP/s next to a
@@ -140,7 +141,34 @@ def _measure(worker: Any, request: Any, decode: bool) -> dict[str, Any]:
     }
 
 
-def rank_main(rank: int, world_size: int, init: str, args: argparse.Namespace, checkpoint: str) -> None:
+def layouts(world_sizes: list[int], gpus: int, pipeline: bool) -> list[dict[str, Any]]:
+    """The replica layouts to measure: each world size that fits as Ulysses, and as a pipeline of stages."""
+    found = []
+    for world_size in (w for w in world_sizes if w <= gpus):
+        if world_size == 1:
+            found.append({"layout": "1", "world_size": 1, "parallel": {}})
+            continue
+        found.append(
+            {
+                "layout": f"ulysses{world_size}",
+                "world_size": world_size,
+                "parallel": {"ulysses_degree": world_size},
+            }
+        )
+        if pipeline:
+            found.append(
+                {
+                    "layout": f"pipeline{world_size}",
+                    "world_size": world_size,
+                    "parallel": {"pipeline_degree": world_size},
+                }
+            )
+    return found
+
+
+def rank_main(
+    rank: int, layout: dict[str, Any], init: str, args: argparse.Namespace, checkpoint: str
+) -> None:
     """One rank: set up the worker as a replica does, measure, and (rank 0) write the record beside the
     checkpoint (not into the output folder, which a lent machine returns only 8 files of)."""
     import parallel.worker
@@ -149,15 +177,17 @@ def rank_main(rank: int, world_size: int, init: str, args: argparse.Namespace, c
 
     device = torch.device("cpu" if args.dry_run else "cuda")
     choose = parallel.worker._transformer_class  # stands in for the hub weights: see the module docstring
-    parallel.worker._transformer_class = lambda family, cfg_degree: random_weights(
-        choose(family, cfg_degree), device
-    )
+    parallel.worker._transformer_class = lambda *how: random_weights(choose(*how), device)
     spec = get_spec(MODEL)
     memory = MemoryOptions() if args.dry_run else spec.memory
-    worker = parallel.worker.RankWorker(
-        spec, checkpoint, memory, ParallelOptions(ulysses_degree=world_size), rank, init
-    )
-    record: dict[str, Any] = {"world_size": world_size, "memory_options": memory.model_dump()}
+    options = ParallelOptions(**layout["parallel"])
+    worker = parallel.worker.RankWorker(spec, checkpoint, memory, options, rank, init)
+    world_size = options.world_size
+    record: dict[str, Any] = {
+        "layout": layout["layout"],
+        "world_size": world_size,
+        "memory_options": memory.model_dump(),
+    }
     try:
         record["load_seconds"] = round(worker.setup(), 2)
         record["attention_backend"] = worker.attention_backend_used
@@ -165,36 +195,37 @@ def rank_main(rank: int, world_size: int, init: str, args: argparse.Namespace, c
         uncached = _request(args.steps, cached=False, dry=args.dry_run)
         record["size"] = {"height": uncached.height, "width": uncached.width, "frames": uncached.num_frames}
         record["uncached"] = _measure(worker, uncached, decode=False)
+        cached = options.pipeline_degree == 1  # a pipeline runs without step cache
         record["cached_with_vae_decode"] = _measure(
-            worker, _request(args.cached_steps, cached=True, dry=args.dry_run), decode=True
+            worker, _request(args.cached_steps, cached=cached, dry=args.dry_run), decode=True
         )
     except torch.OutOfMemoryError as exc:
         record["error"] = f"out of memory: {str(exc).splitlines()[0]}"
     finally:
         worker.shutdown()
     if rank == 0:
-        _record_path(checkpoint, world_size).write_text(json.dumps(record, indent=2))
+        _record_path(checkpoint, layout).write_text(json.dumps(record, indent=2))
 
 
-def _record_path(checkpoint: str | Path, world_size: int) -> Path:
-    return Path(checkpoint).parent / f"world{world_size}.json"
+def _record_path(checkpoint: str | Path, layout: dict[str, Any]) -> Path:
+    return Path(checkpoint).parent / f"{layout['layout']}.json"
 
 
-def _spawned(rank: int, world_size: int, init: str, args: argparse.Namespace, checkpoint: str) -> None:
-    rank_main(rank, world_size, init, args, checkpoint)
+def _spawned(rank: int, layout: dict[str, Any], init: str, args: argparse.Namespace, checkpoint: str) -> None:
+    rank_main(rank, layout, init, args, checkpoint)
 
 
-def run_world(world_size: int, args: argparse.Namespace, checkpoint: Path) -> dict[str, Any]:
+def run_layout(layout: dict[str, Any], args: argparse.Namespace, checkpoint: Path) -> dict[str, Any]:
     from serve.ports import free_port
 
     init = f"tcp://127.0.0.1:{free_port()}"
-    if world_size == 1:
-        rank_main(0, 1, init, args, str(checkpoint))
+    if layout["world_size"] == 1:
+        rank_main(0, layout, init, args, str(checkpoint))
     else:
         import torch.multiprocessing as mp
 
-        mp.spawn(_spawned, args=(world_size, init, args, str(checkpoint)), nprocs=world_size, join=True)
-    return json.loads(_record_path(checkpoint, world_size).read_text())
+        mp.spawn(_spawned, args=(layout, init, args, str(checkpoint)), nprocs=layout["world_size"], join=True)
+    return json.loads(_record_path(checkpoint, layout).read_text())
 
 
 def add_rates(record: dict[str, Any], matmul: float, dry: bool) -> None:
@@ -219,6 +250,11 @@ def add_rates(record: dict[str, Any], matmul: float, dry: bool) -> None:
     record["forward_reduction"] = round(cached["transformer_forwards"] / max(1, computed), 3)
 
 
+def _gpus(record: dict[str, Any]) -> str:
+    layout = record.get("layout", "1")
+    return str(record["world_size"]) if layout == "1" else f"{record['world_size']} ({layout})"
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# HunyuanVideo serving path on the GPU (random full-size weights)",
@@ -226,18 +262,18 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['environment']}; {results['matmul_dtype']} matmul {results['matmul_tflops']} TFLOP/s "
         "(same run).",
         "",
-        "| GPUs | size | attention | s/step | TFLOP/s | of matmul | text encode s | VAE decode s | "
+        "| GPUs (layout) | size | attention | s/step | TFLOP/s | of matmul | text encode s | VAE decode s | "
         "forwards (skipped) | peak GiB |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for record in results["runs"]:
         if "uncached" not in record:
-            lines.append(f"| {record['world_size']} | - | - | {record.get('error', 'not run')} |||||||")
+            lines.append(f"| {_gpus(record)} | - | - | {record.get('error', 'not run')} |||||||")
             continue
         size, cached = record["size"], record["cached_with_vae_decode"]
         peak = max(record["uncached"]["peak_memory_bytes"], cached["peak_memory_bytes"]) / 2**30
         lines.append(
-            f"| {record['world_size']} | {size['width']}x{size['height']}x{size['frames']} | "
+            f"| {_gpus(record)} | {size['width']}x{size['height']}x{size['frames']} | "
             f"{record['attention_backend']} | {record['uncached']['seconds_per_step']} | "
             f"{record['tflops']} | "
             f"{record['fraction_of_matmul_rate']} | {cached['text_encode_seconds']} | "
@@ -271,17 +307,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "matmul_dtype": str(dtype).removeprefix("torch."),
         "runs": [],
     }
-    # A dry run takes both world sizes on gloo, so the 2-GPU code path is exercised too.
+    # A dry run takes every layout on gloo, so the multi-GPU code paths are exercised too.
     gpus = torch.cuda.device_count() if device.type == "cuda" else 2
-    worlds = [w for w in args.world_sizes if w <= gpus]
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="videogen-gpu-") as scratch:
         checkpoint = build_checkpoint(Path(scratch) / MODEL, dry)
-        for world_size in worlds:
+        for layout in layouts(args.world_sizes, gpus, args.pipeline):
             if time.monotonic() - started > args.max_seconds:
-                results["runs"].append({"world_size": world_size, "error": "time budget spent"})
+                results["runs"].append({**layout, "error": "time budget spent"})
                 continue
-            record = run_world(world_size, args, checkpoint)
+            record = run_layout(layout, args, checkpoint)
             add_rates(record, matmul, dry)
             results["runs"].append(record)
             (out / "serving_path.json").write_text(json.dumps(results, indent=2))
@@ -298,7 +333,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=2, help="uncached steps (the first is not timed)")
     parser.add_argument("--cached-steps", type=int, default=2, help="steps with the default step cache")
     parser.add_argument("--world-sizes", type=int, nargs="+", default=[1, 2], help="GPUs per replica")
-    parser.add_argument("--max-seconds", type=float, default=300.0, help="start no new world size after")
+    parser.add_argument("--max-seconds", type=float, default=300.0, help="start no new layout after")
+    parser.add_argument(
+        "--no-pipeline", dest="pipeline", action="store_false", help="no pipeline-parallel layouts"
+    )
     parser.add_argument("--dry-run", action="store_true", help="the tiny checkpoint on the CPU, for tests")
     return parser.parse_args(argv)
 

@@ -241,3 +241,45 @@ def test_an_idle_rank_that_died_is_a_health_problem_a_busy_group_leaves_to_its_r
         ulysses.generate_video(request())
     assert ulysses.health_problem() is None  # torn down: the next request rebuilds the group
     assert ulysses.generate_video(request()).num_frames == 9
+
+
+@pytest.fixture(scope="module")
+def pipeline(ray_cluster, weights: str) -> Iterator[ParallelEngine]:
+    """A 2-stage pipeline-parallel group (parallel/pipeline.py): rank 0 holds the dual-stream block of
+    the tiny transformer, rank 1 the single-stream one."""
+    engine = start(weights, pipeline_degree=2)
+    yield engine
+    engine.shutdown()
+
+
+def test_pipeline_2_frames_match_a_single_process(pipeline, single_process):
+    frames = pipeline.frames(request()).frames
+    assert np.abs(frames - reference_frames(single_process)).max() <= 1e-4
+
+
+def test_a_pipeline_group_streams_every_step_and_cancels_at_the_next_one(pipeline):
+    steps: list[int] = []
+    video = pipeline.generate_video(request(num_inference_steps=3), lambda e: steps.append(e.step))
+    assert probe_mp4(video.data)[:3] == (9, 32, 32) and {1, 2, 3} <= set(steps)
+    cancel = threading.Event()
+
+    def on_progress(event: ProgressEvent) -> None:
+        if event.step == 2:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        pipeline.generate_video(request(**LONG), on_progress, cancel)
+    assert pipeline.generate_video(request()).num_frames == 9
+
+
+def test_a_pipeline_stage_that_dies_fails_the_request_unavailable_and_the_group_is_rebuilt(pipeline):
+    if not pipeline.ready:
+        pipeline.generate_video(request())
+
+    def on_progress(event: ProgressEvent) -> None:
+        if event.step == 2:
+            ray.kill(pipeline.ranks[1])
+
+    with pytest.raises(Unavailable, match="rank 1 of hunyuanvideo died"):
+        pipeline.generate_video(request(**LONG), on_progress)
+    assert pipeline.generate_video(request()).num_frames == 9

@@ -1,7 +1,8 @@
-"""HunyuanVideo served through gRPC by a 2-rank replica (Ulysses 2, placement group of 2 logical GPUs).
+"""HunyuanVideo served through gRPC by a 2-rank replica (placement group of 2 logical GPUs), as a
+sequence-parallel pair (Ulysses 2) and as a pipeline of 2 stages: the same serving behaviour from both.
 
 A second Serve application next to the session's `videogen` app: the same builder, one model with
-`parallel: {ulysses_degree: 2}`; the client selects it with the `application` metadata.
+`parallel: {...}`; the client selects it with the `application` metadata.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ def params(**fields) -> pb.GenerationParams:
     )
 
 
-@pytest.fixture(scope="module")
-def parallel_app(service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+@pytest.fixture(
+    scope="module", params=[{"ulysses_degree": 2}, {"pipeline_degree": 2}], ids=["ulysses2", "pipeline2"]
+)
+def parallel_app(service, tmp_path_factory: pytest.TempPathFactory, request) -> Iterator[None]:
     from ray import serve
 
     from serve.deployments import build_app
@@ -45,7 +48,7 @@ def parallel_app(service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                     "name": "hunyuanvideo",
                     "weights": "tiny",  # tiny limits: 32x32 x 9 frames by default
                     "num_cpus": 0.1,
-                    "parallel": {"ulysses_degree": 2},
+                    "parallel": request.param,
                     "progress_interval_s": 0,  # every step's event: the tests act on step numbers
                     "autoscaling": {"min_replicas": 1, "max_replicas": 1},
                 }

@@ -65,7 +65,9 @@ def test_the_dry_run_writes_a_result_per_variant_and_size(bench, tmp_path):
     assert results["matmul_tflops"] > 0 and results["reference_pflop_720p"] == 12.0
 
 
-def test_the_prepared_run_dry_runs_our_serving_path_on_1_and_2_ranks_within_the_returned_files(tmp_path):
+def test_the_prepared_run_dry_runs_1_rank_ulysses_2_and_pipeline_2_within_the_returned_files(
+    tmp_path,
+):
     import os
     import subprocess
     import sys
@@ -84,14 +86,17 @@ def test_the_prepared_run_dry_runs_our_serving_path_on_1_and_2_ranks_within_the_
     # A lent machine returns at most 8 files from $OUT.
     assert len(list(out.iterdir())) <= 8
     serving = json.loads((out / "serving_path.json").read_text())
-    assert serving["dry_run"] and [run["world_size"] for run in serving["runs"]] == [1, 2]
+    assert serving["dry_run"] and [run["layout"] for run in serving["runs"]] == ["1", "ulysses2", "pipeline2"]
     for run in serving["runs"]:
         assert run["attention_backend"] == "SDPA_FLASH"
         assert run["vae_split"] == ("rows" if run["world_size"] == 2 else "none")
         assert run["uncached"]["frames"] == 0 and run["uncached"]["vae_decode_seconds"] is None
         cached = run["cached_with_vae_decode"]
-        assert cached["cache"]["policy"] == "first_block" and cached["transformer_forwards"] == 2
+        policy = (
+            "off" if run["layout"] == "pipeline2" else "first_block"
+        )  # a pipeline runs without step cache
+        assert cached["cache"]["policy"] == policy and cached["transformer_forwards"] == 2
         assert cached["frames"] == 9 and cached["vae_decode_seconds"] > 0
         assert run["tflops"] > 0 and run["uncached"]["seconds_per_step"] > 0
-    assert "| 2 | 32x32x9 | SDPA_FLASH |" in (out / "serving_path.md").read_text()
+    assert "| 2 (pipeline2) | 32x32x9 | SDPA_FLASH |" in (out / "serving_path.md").read_text()
     assert json.loads((out / "hunyuan_step.json").read_text())["dry_run"]

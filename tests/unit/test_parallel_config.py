@@ -118,7 +118,13 @@ def test_a_cfg_2_deployment_needs_true_cfg_requests():
 def test_geometry_is_read_from_a_checkpoint_directory(tmp_path: Path):
     (tmp_path / "transformer").mkdir()
     (tmp_path / "vae").mkdir()
-    config = {"num_attention_heads": 24, "patch_size": 2, "patch_size_t": 1}
+    config = {
+        "num_attention_heads": 24,
+        "patch_size": 2,
+        "patch_size_t": 1,
+        "num_layers": 20,
+        "num_single_layers": 40,
+    }
     (tmp_path / "transformer" / "config.json").write_text(json.dumps(config))
     (tmp_path / "vae" / "config.json").write_text(
         json.dumps({"spatial_compression_ratio": 8, "temporal_compression_ratio": 4})
