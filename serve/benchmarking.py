@@ -46,9 +46,31 @@ def _workload_path(value: str) -> Path:
     raise SystemExit(f"videogen bench: no workload file {value!r} (nor {shipped})")
 
 
+def _bench_with_aiperf(args: argparse.Namespace, workload: Any) -> int:
+    """The workload's text-to-video entries through NVIDIA aiperf against the HTTP API."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{args.http_url}/v1/models", timeout=30) as response:
+        tasks = {model["id"]: model["task"] for model in json.load(response)["data"]}
+    from serve.weights import tiny_dir
+
+    tokenizer = args.tokenizer or tiny_dir() / "cogvideox-5b" / "tokenizer"
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = bench_module("aiperf_load").run_aiperf(
+        args.http_url, workload, args.out, tasks, Path(tokenizer)
+    )
+    print(f"wrote {args.out}/aiperf-summary.json and aiperf's artifacts")
+    for row in results:
+        load = f"{row['mode']} {row['level']:g}"
+        print(f"{row['entry']} at {load}: {row['requests']} requests, {row['errors']} errors")
+    return 0 if results and not any(row.get("errors") for row in results) else 1
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run a workload against a running service and write the report."""
     workload = bench_module("workload").Workload.from_file(_workload_path(args.workload))
+    if args.load_generator == "aiperf":
+        return _bench_with_aiperf(args, workload)
     metrics_url = args.metrics_url
     if metrics_url is None and args.metrics_port:
         metrics_url = f"http://{args.target.rsplit(':', 1)[0]}:{args.metrics_port}/metrics"
@@ -117,6 +139,18 @@ def add_bench_commands(commands: Any) -> None:
     bench.add_argument("--profile-out", type=Path, help="also write a measured cost profile (YAML) here")
     bench.add_argument("--profile-entry", help="mix entry the profile is measured from (default: first)")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
+    bench.add_argument(
+        "--load-generator",
+        choices=["videogen", "aiperf"],
+        default="videogen",
+        help="videogen: this project's gRPC load generator (report, plots, profiles); aiperf: NVIDIA aiperf "
+        "against the HTTP API (--http-url), text-to-video entries only",
+    )
+    bench.add_argument("--http-url", default="http://127.0.0.1:8000", help="the HTTP API, for aiperf")
+    bench.add_argument(
+        "--tokenizer",
+        help="aiperf: tokenizer directory to count prompt tokens with (default: a tiny checkpoint's)",
+    )
     bench.set_defaults(run=cmd_bench)
 
     cap = commands.add_parser("capacity", help="GPUs and replicas needed for a clip rate and a latency SLO")

@@ -71,6 +71,10 @@ NOT_RUN: dict[str, str] = {
     ".venv/bin/python -m pytest tests/integration/test_load.py": BENCHMARK
     + "; the suite runs the same test at 80 requests",
     "python -m bench.capacity_tiny": BENCHMARK,
+    "videogen bench --load-generator aiperf --http-url http://127.0.0.1:8000 --workload production-mix-tiny "
+    "--out out/aiperf": "installs aiperf (a 1.2 GB venv of its own) on first use, then minutes of load; "
+    "bench/results/aiperf-tiny records a run",
+    "python -m bench.aiperf_tiny": BENCHMARK,
     ".venv/bin/python -m serve.k8s_manifest": "rewrites the overlays' serve configs (tracked files); "
     "its `--check` twin runs here",
     "docker build -f k8s/Dockerfile -t registry.example.com/videogen-serve:0.1.0 .": NEEDS_DOCKER,
