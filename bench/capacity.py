@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PROFILES = Path(__file__).parent / "profiles"
 
@@ -34,9 +34,27 @@ class ParallelPoint(BaseModel):
     """Cost of one denoising step on a replica of `world_size` devices."""
 
     model_config = ConfigDict(extra="forbid")
-    world_size: int = Field(ge=1, description="devices of one replica (ulysses x ring x cfg degree)")
+    world_size: int = Field(ge=1, description="devices of one replica (ulysses x ring x cfg x pipeline)")
+    pipeline_degree: int = Field(
+        1,
+        ge=1,
+        description="pipeline stages among them (parallel.pipeline_degree): each device holds 1/stages of "
+        "the transformer's blocks, so the peak memory per device is lower and the step slower",
+    )
     step_seconds: float = Field(gt=0, description="seconds per denoising step at the profile's size")
     peak_memory_gb: float | None = Field(None, gt=0, description="peak memory per device, if known")
+
+    @model_validator(mode="after")
+    def _stages_divide_the_devices(self) -> ParallelPoint:
+        if self.world_size % self.pipeline_degree:
+            raise ValueError(
+                f"pipeline_degree {self.pipeline_degree} does not divide world_size {self.world_size}"
+            )
+        return self
+
+    @property
+    def layout(self) -> tuple[int, int]:
+        return self.world_size, self.pipeline_degree
 
 
 class CostProfile(BaseModel):
@@ -72,10 +90,10 @@ class CostProfile(BaseModel):
     @field_validator("parallel")
     @classmethod
     def _unique_sizes(cls, points: list[ParallelPoint]) -> list[ParallelPoint]:
-        sizes = [p.world_size for p in points]
-        if len(set(sizes)) != len(sizes):
-            raise ValueError(f"world sizes listed twice: {sizes}")
-        return sorted(points, key=lambda p: p.world_size)
+        layouts = [p.layout for p in points]
+        if len(set(layouts)) != len(layouts):
+            raise ValueError(f"(world size, pipeline degree) listed twice: {layouts}")
+        return sorted(points, key=lambda p: p.layout)
 
     @classmethod
     def from_file(cls, path: str | Path) -> CostProfile:
@@ -83,14 +101,14 @@ class CostProfile(BaseModel):
 
     def points(self) -> list[ParallelPoint]:
         """Measured/published points, plus points derived from `speedup` and the 1-device step time."""
-        points = {p.world_size: p for p in self.parallel}
-        base = points.get(1)
+        points = {p.layout: p for p in self.parallel}
+        base = points.get((1, 1))
         if base is not None:
             for size, factor in self.speedup.items():
                 points.setdefault(
-                    size, ParallelPoint(world_size=size, step_seconds=base.step_seconds / factor)
+                    (size, 1), ParallelPoint(world_size=size, step_seconds=base.step_seconds / factor)
                 )
-        return [points[size] for size in sorted(points)]
+        return [points[layout] for layout in sorted(points)]
 
     def busy_seconds(self, point: ParallelPoint, steps: int | None = None) -> float:
         """A replica's time for one clip: encode + steps x step + decode."""
@@ -163,6 +181,7 @@ class Option(BaseModel):
     """The fewest replicas of one parallel degree that meet the target, or why none do."""
 
     world_size: int
+    pipeline_degree: int = 1
     busy_seconds: float = Field(description="one clip on one replica")
     feasible: bool
     replicas: int = 0
@@ -210,7 +229,12 @@ def _option(
     max_replicas: int,
 ) -> Option:
     busy = profile.busy_seconds(point, steps)
-    base = {"world_size": point.world_size, "busy_seconds": busy, "peak_memory_gb": point.peak_memory_gb}
+    base = {
+        "world_size": point.world_size,
+        "pipeline_degree": point.pipeline_degree,
+        "busy_seconds": busy,
+        "peak_memory_gb": point.peak_memory_gb,
+    }
     fixed = busy + profile.overhead_seconds
     limit = profile.device_memory_gb
     if point.peak_memory_gb is not None and limit is not None and point.peak_memory_gb > limit:
@@ -284,7 +308,11 @@ def plan(
         for point in profile.points()
     ]
     feasible = [o for o in options if o.feasible]
-    best = min(feasible, key=lambda o: (o.gpus, o.latency_quantile_seconds, o.world_size), default=None)
+    best = min(
+        feasible,
+        key=lambda o: (o.gpus, o.latency_quantile_seconds, o.world_size, o.pipeline_degree),
+        default=None,
+    )
     exact = arrival_scv == 1 and service_scv == 1
     queue_model = (
         "M/M/c (Erlang C), exact for Poisson arrivals and exponential service"
@@ -340,6 +368,21 @@ def _s(seconds: float) -> str:
     return f"{seconds:.0f}" if seconds >= 100 else f"{seconds:.3g}"
 
 
+def _layout(option: Option) -> str:
+    sequence = option.world_size // option.pipeline_degree
+    if option.pipeline_degree == 1:
+        return f"sequence-parallel degree {sequence}"
+    return f"{option.pipeline_degree} pipeline stages" + (
+        f" x sequence-parallel {sequence}" if sequence > 1 else ""
+    )
+
+
+def _per_replica(option: Option) -> str:
+    return str(option.world_size) + (
+        f" ({option.pipeline_degree} stages)" if option.pipeline_degree > 1 else ""
+    )
+
+
 def format_plan(result: Plan) -> str:
     """The plan as Markdown: the answer, the table of degrees, the model and its assumptions."""
     q = f"p{result.percentile:g}"
@@ -350,7 +393,7 @@ def format_plan(result: Plan) -> str:
     else:
         answer = (
             f"**{best.gpus} x {result.device}: {best.replicas} replica(s) of {best.world_size} {unit}(s) "
-            f"each** (sequence-parallel degree {best.world_size}); utilisation {best.utilisation:.0%}, "
+            f"each** ({_layout(best)}); utilisation {best.utilisation:.0%}, "
             f"P(wait) {best.p_wait:.0%}, mean latency {_s(best.mean_latency_seconds)} s, "
             f"{q} latency {_s(best.latency_quantile_seconds)} s."
         )
@@ -367,12 +410,13 @@ def format_plan(result: Plan) -> str:
     for o in result.options:
         if o.feasible:
             lines.append(
-                f"| {o.world_size} | {_s(o.busy_seconds)} | {o.replicas} | {o.gpus} | {o.utilisation:.0%} | "
-                f"{o.p_wait:.0%} | {_s(o.mean_wait_seconds)} | {_s(o.latency_quantile_seconds)} | "
+                f"| {_per_replica(o)} | {_s(o.busy_seconds)} | {o.replicas} | {o.gpus} | "
+                f"{o.utilisation:.0%} | {o.p_wait:.0%} | {_s(o.mean_wait_seconds)} | "
+                f"{_s(o.latency_quantile_seconds)} | "
                 f"{'**chosen**' if o is best else ''} |"
             )
         else:
-            lines.append(f"| {o.world_size} | {_s(o.busy_seconds)} | - | - | - | - | - | - | {o.note} |")
+            lines.append(f"| {_per_replica(o)} | {_s(o.busy_seconds)} | - | - | - | - | - | - | {o.note} |")
     lines += ["", f"Queueing model: {result.queue_model}.", ""]
     lines += [f"- {a}" for a in result.assumptions]
     return "\n".join(lines) + "\n"

@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import pytest
 
-from bench.capacity import PROFILES, CostProfile, WaitModel, erlang_c, measured_profile, plan
+from bench.capacity import PROFILES, CostProfile, WaitModel, erlang_c, format_plan, measured_profile, plan
 from serve.catalog import Task, get_spec
 from serve.cli import main
 from serve.request import RequestFields, build_request
@@ -120,6 +120,38 @@ def test_a_degree_whose_memory_does_not_fit_is_ruled_out():
     big.parallel[0].peak_memory_gb = 95
     result = plan(big, clips_per_hour=1, slo_seconds=3600)
     assert result.best is None and "95 GB > 80 GB" in result.options[0].note
+
+
+def test_a_pipeline_layout_is_chosen_where_only_its_stages_fit_the_device():
+    # 48 GB cards: a sequence-parallel pair holds the whole transformer per GPU (56 GB), a pipeline of 2
+    # stages half the blocks (33 GB), at a slower step.
+    cards = CostProfile.model_validate(
+        {
+            "model": "hunyuanvideo",
+            "source": "test",
+            "device": "L40S",
+            "device_memory_gb": 48,
+            "height": 720,
+            "width": 1280,
+            "num_frames": 129,
+            "num_inference_steps": 1,
+            "parallel": [
+                {"world_size": 2, "step_seconds": 100.0, "peak_memory_gb": 56},
+                {"world_size": 2, "pipeline_degree": 2, "step_seconds": 180.0, "peak_memory_gb": 33},
+            ],
+        }
+    )
+    result = plan(cards, clips_per_hour=1, slo_seconds=3600)
+    sequence, pipeline = result.options
+    assert not sequence.feasible and "56 GB > 48 GB" in sequence.note
+    assert result.best is pipeline and pipeline.pipeline_degree == 2
+    text = format_plan(result)
+    assert "(2 pipeline stages)" in text and "| 2 (2 stages) |" in text
+
+
+def test_a_pipeline_degree_must_divide_the_devices():
+    with pytest.raises(ValueError, match="pipeline_degree 3 does not divide world_size 4"):
+        profile({1: 1.0}, parallel=[{"world_size": 4, "pipeline_degree": 3, "step_seconds": 1.0}])
 
 
 def test_speedup_derives_world_sizes_from_the_one_device_step():
