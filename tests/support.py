@@ -236,3 +236,71 @@ class WebhookReceiver:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+# One rank of a gloo HunyuanVideo group, run by `run_hunyuan_ranks`: apply cpu_compat (less `skip`), join,
+# report what this rank's transformer holds (`<out>.rank<N>.json`), run the tiny request, and (rank 0)
+# save the frames to `out`. A failing rank exits at once: a clean interpreter exit would wait on its
+# peers' pending ring transfers.
+HUNYUAN_RANK_SCRIPT = """
+import json, os, sys, traceback
+import numpy as np
+from parallel import cpu_compat
+args = json.loads(sys.argv[1])
+cpu_compat.apply(args["skip"])
+from parallel.worker import RankWorker
+from serve.catalog import MemoryOptions, get_spec
+from serve.config import ParallelOptions
+from serve.request import RequestFields, build_request
+try:
+    spec = get_spec("hunyuanvideo")
+    worker = RankWorker(spec, args["weights"], MemoryOptions(), ParallelOptions(**args["parallel"]),
+                        args["rank"], args["init"], collective_timeout_s=args["timeout_s"])
+    worker.setup()
+    transformer = worker.engine.pipe.transformer
+    held = sum(p.numel() for p in transformer.parameters())
+    blocks = [*transformer.transformer_blocks, *transformer.single_transformer_blocks]
+    in_blocks = sum(p.numel() for b in blocks for p in b.parameters())
+    with open(args["out"] + f".rank{args['rank']}.json", "w") as report:
+        json.dump({"stage": worker.stage, "parameters": held, "block_parameters": in_blocks}, report)
+    fields = RequestFields(model=spec.name, prompt="a red fox", seed=3)
+    frames = worker.frames(build_request(spec, spec.tiny_limits, fields))
+    if frames is not None:
+        np.save(args["out"], frames.frames)
+except BaseException:
+    traceback.print_exc()
+    sys.stderr.flush()
+    os._exit(1)
+"""
+
+
+def run_hunyuan_ranks(
+    weights: Path, parallel: dict, out: Path, skip: Iterable[str] = (), timeout_s: float = 60
+) -> list[tuple[int, str]]:
+    """Every rank of a gloo group (`HUNYUAN_RANK_SCRIPT`, one process each) to the end: (exit code,
+    stderr) each. The rendezvous port was free when picked; should another process have taken it since
+    (EADDRINUSE), the group starts again on a new one (3 tries)."""
+    import json
+
+    from serve.config import ParallelOptions
+    from serve.ports import free_port
+
+    world_size = ParallelOptions(**parallel).world_size
+    for _ in range(3):
+        init = f"tcp://127.0.0.1:{free_port()}"
+        arguments = {
+            "skip": list(skip),
+            "weights": str(weights),
+            "parallel": parallel,
+            "init": init,
+            "out": str(out),
+            "timeout_s": timeout_s,
+        }
+        processes = [
+            python_process(HUNYUAN_RANK_SCRIPT, json.dumps({**arguments, "rank": rank}))
+            for rank in range(world_size)
+        ]
+        results = [finish(process) for process in processes]
+        if not any("EADDRINUSE" in stderr for _, stderr in results):
+            break
+    return results

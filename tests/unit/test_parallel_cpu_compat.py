@@ -8,8 +8,6 @@ the same adjustments, are checked through the rank actors in tests/integration/t
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,68 +15,9 @@ import pytest
 import torch
 
 from parallel import cpu_compat
-from serve.ports import free_port
-from tests.support import finish, python_process
+from tests.support import finish, python_process, run_hunyuan_ranks
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the adjustments apply only without a GPU")
-
-
-# One rank of a 2-rank group: apply cpu_compat (less `skip`), join, run the tiny pipeline, save frames.
-# A failing rank exits at once: a clean interpreter exit would wait on its peer's pending ring transfers.
-RANK_SCRIPT = """
-import json, os, sys, traceback
-import numpy as np
-from parallel import cpu_compat
-args = json.loads(sys.argv[1])
-cpu_compat.apply(args["skip"])
-from parallel.worker import RankWorker
-from serve.catalog import MemoryOptions, get_spec
-from serve.config import ParallelOptions
-from serve.request import RequestFields, build_request
-try:
-    spec = get_spec("hunyuanvideo")
-    worker = RankWorker(spec, args["weights"], MemoryOptions(), ParallelOptions(**args["parallel"]),
-                        args["rank"], args["init"], collective_timeout_s=30)
-    worker.setup()
-    fields = RequestFields(model=spec.name, prompt="a red fox", seed=3)
-    frames = worker.frames(build_request(spec, spec.tiny_limits, fields))
-    if frames is not None:
-        np.save(args["out"], frames.frames)
-except BaseException:
-    traceback.print_exc()
-    sys.stderr.flush()
-    os._exit(1)
-"""
-
-
-def start_ranks(weights: Path, parallel: dict, skip: list[str], out: Path) -> list[subprocess.Popen]:
-    init = f"tcp://127.0.0.1:{free_port()}"
-    return [
-        python_process(
-            RANK_SCRIPT,
-            json.dumps(
-                {
-                    "skip": skip,
-                    "weights": str(weights),
-                    "parallel": parallel,
-                    "rank": rank,
-                    "init": init,
-                    "out": str(out),
-                }
-            ),
-        )
-        for rank in range(2)
-    ]
-
-
-def run_ranks(weights: Path, parallel: dict, skip: list[str], out: Path) -> list[tuple[int, str]]:
-    """Both ranks to the end: (exit code, stderr) each. The rendezvous port was free when picked; should
-    another process have taken it since (EADDRINUSE), the pair starts again on a new one (3 tries)."""
-    for _ in range(3):
-        results = [finish(p) for p in start_ranks(weights, parallel, skip, out)]
-        if not any("EADDRINUSE" in stderr for _, stderr in results):
-            break
-    return results
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +91,7 @@ def test_with_all_adjustments_xfuser_imports_and_binds_the_sequence_parallel_gro
 def test_without_a_run_time_adjustment_two_ranks_fail_as_described(
     weights, tmp_path, skip, parallel, failure
 ):
-    results = run_ranks(weights, parallel, [skip], tmp_path / "frames.npy")
+    results = run_hunyuan_ranks(weights, parallel, tmp_path / "frames.npy", skip=[skip], timeout_s=30)
     assert all(code != 0 for code, _ in results), f"ranks ran without {skip}: is it still needed?"
     assert any(failure in stderr for _, stderr in results), results[0][1][-3000:]
 
@@ -161,7 +100,7 @@ def test_with_all_adjustments_two_gloo_ring_ranks_match_a_single_process(
     weights, tmp_path, single_process_frames
 ):
     out = tmp_path / "frames.npy"
-    results = run_ranks(weights, {"ring_degree": 2}, [], out)
+    results = run_hunyuan_ranks(weights, {"ring_degree": 2}, out, timeout_s=30)
     assert all(code == 0 for code, _ in results), results[0][1][-3000:] + results[1][1][-3000:]
     assert np.abs(np.load(out) - single_process_frames).max() <= 1e-4
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -21,41 +20,9 @@ from parallel.config import HUNYUANVIDEO, ParallelConfigError, TransformerGeomet
 from parallel.pipeline import balanced_stages, stage_of, stage_ranks
 from serve.config import ModelDeployment, ParallelOptions
 from serve.errors import InvalidArgument
-from serve.ports import free_port
-from tests.support import finish, python_process, tiny_request
+from tests.support import run_hunyuan_ranks, tiny_request
 
 DEEPER = {"num_layers": 2, "num_single_layers": 4}
-
-RANK_SCRIPT = """
-import json, os, sys, traceback
-import numpy as np
-from parallel import cpu_compat
-args = json.loads(sys.argv[1])
-cpu_compat.apply()
-from parallel.worker import RankWorker
-from serve.catalog import MemoryOptions, get_spec
-from serve.config import ParallelOptions
-from serve.request import RequestFields, build_request
-try:
-    spec = get_spec("hunyuanvideo")
-    worker = RankWorker(spec, args["weights"], MemoryOptions(), ParallelOptions(**args["parallel"]),
-                        args["rank"], args["init"], collective_timeout_s=60)
-    worker.setup()
-    transformer = worker.engine.pipe.transformer
-    held = sum(p.numel() for p in transformer.parameters())
-    blocks = [*transformer.transformer_blocks, *transformer.single_transformer_blocks]
-    in_blocks = sum(p.numel() for b in blocks for p in b.parameters())
-    with open(args["out"] + f".rank{args['rank']}.json", "w") as report:
-        json.dump({"stage": worker.stage, "parameters": held, "block_parameters": in_blocks}, report)
-    fields = RequestFields(model=spec.name, prompt="a red fox", seed=3)
-    frames = worker.frames(build_request(spec, spec.tiny_limits, fields))
-    if frames is not None:
-        np.save(args["out"], frames.frames)
-except BaseException:
-    traceback.print_exc()
-    sys.stderr.flush()
-    os._exit(1)
-"""
 
 
 @pytest.fixture(scope="module")
@@ -88,31 +55,6 @@ def single_process(weights: Path) -> tuple[np.ndarray, int]:
     with torch.inference_mode():
         frames = np.asarray(engine.pipe(**engine.pipeline_call_kwargs(request)).frames[0], dtype=np.float32)
     return frames, sum(p.numel() for p in engine.pipe.transformer.parameters())
-
-
-def run_ranks(weights: Path, parallel: ParallelOptions, out: Path) -> list[tuple[int, str]]:
-    """Every rank to the end: (exit code, stderr) each; started again on a new port if it was taken."""
-    for _ in range(3):
-        init = f"tcp://127.0.0.1:{free_port()}"
-        processes: list[subprocess.Popen] = [
-            python_process(
-                RANK_SCRIPT,
-                json.dumps(
-                    {
-                        "weights": str(weights),
-                        "parallel": parallel.model_dump(),
-                        "rank": rank,
-                        "init": init,
-                        "out": str(out),
-                    }
-                ),
-            )
-            for rank in range(parallel.world_size)
-        ]
-        results = [finish(process) for process in processes]
-        if not any("EADDRINUSE" in stderr for _, stderr in results):
-            break
-    return results
 
 
 def test_stages_are_cut_where_the_parameters_balance():
@@ -173,7 +115,7 @@ def test_a_pipeline_replica_turns_step_caching_off_and_refuses_requests_for_it()
 def test_gloo_pipeline_ranks_match_one_process_and_hold_their_stage_alone(deeper, tmp_path, parallel):
     reference, whole = single_process(deeper)
     out = tmp_path / "frames.npy"
-    results = run_ranks(deeper, parallel, out)
+    results = run_hunyuan_ranks(deeper, parallel.model_dump(), out)
     assert all(code == 0 for code, _ in results), "\n".join(stderr[-3000:] for _, stderr in results)
     assert np.abs(np.load(out) - reference).max() <= 1e-4
     reports = [json.loads(Path(f"{out}.rank{rank}.json").read_text()) for rank in range(parallel.world_size)]
