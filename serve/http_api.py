@@ -10,6 +10,7 @@ cannot help, which the SDK honours.
 from __future__ import annotations
 
 import importlib.resources
+import json
 import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -35,17 +36,16 @@ if TYPE_CHECKING:
 
 # The image (base64 in JSON is 4/3 of it) and every other field fit; a larger body is refused unread.
 MAX_BODY_BYTES = MAX_IMAGE_BYTES * 4 // 3 + (1 << 20)
-NESTED_FIELD = re.compile(
-    r"^(\w+)\[(\w+)\]$"
-)  # multipart `input_reference[image_url]`, as the SDK sends a dict
+# A multipart field of a dict, as the SDK sends one: `input_reference[image_url]`.
+NESTED_FIELD = re.compile(r"^(\w+)\[(\w+)\]$")
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def _error_response(error: BaseException, message: str | None = None) -> JSONResponse:
-    code, text = error_status(error)
-    status, body = http_wire.error_body(code, message or text, getattr(unwrapped(error), "field", None))
+def _error_response(error: BaseException) -> JSONResponse:
+    code, message = error_status(error)
+    status, body = http_wire.error_body(code, message, getattr(unwrapped(error), "field", None))
     headers = {} if status in http_wire.RETRYABLE else {"x-should-retry": "false"}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -99,8 +99,6 @@ async def _create_body(request: Request) -> dict[str, Any]:
         raise InvalidArgument(
             "content-type", f"{content_type or 'none'}: send application/json or multipart/form-data"
         )
-    import json
-
     try:
         body = json.loads(data or b"{}")
     except ValueError as error:
@@ -112,6 +110,8 @@ async def _create_body(request: Request) -> dict[str, Any]:
 
 def build_http_app(router: Router) -> FastAPI:
     """The HTTP API of one Router replica."""
+    from serve.router import Call  # the Router's module imports this one when it builds the app
+
     app = FastAPI(title="videogen-serve", description="OpenAI-compatible video generation", version="1")
     ttl_s = router.config.job_ttl_s
     poll_headers = {"openai-poll-after-ms": str(http_wire.POLL_AFTER_MS)}
@@ -121,13 +121,12 @@ def build_http_app(router: Router) -> FastAPI:
 
         def decorate(handler: Handler) -> Handler:
             async def endpoint(request: Request) -> Response:
-                from serve.router import Call
-
                 call = Call(name)
                 try:
                     response = await handler(request)
                 except Exception as error:
-                    return _error_response(error, call.fail(None, error))
+                    call.fail(None, error)  # counted as the gRPC side counts it
+                    return _error_response(error)
                 call.count(grpc.StatusCode.OK)
                 return response
 

@@ -149,8 +149,8 @@ class JobBook:
         return record
 
     def deliveries(self) -> list[JobRecord]:
-        """The jobs whose webhook is due: those that just ended, and (`pending`) those whose delivery
-        a previous job store process did not finish."""
+        """The jobs that ended with a webhook to deliver since the last call (the sweep resumes those a
+        previous job store process left pending: `storage.webhooks_pending`)."""
         due, self.webhooks_due = self.webhooks_due, []
         return due
 

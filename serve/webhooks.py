@@ -158,7 +158,8 @@ Attempted = Callable[[int, str], Awaitable[None]]
 async def deliver(
     url: str, message_id: str, body: bytes, options: WebhookOptions, attempted: Attempted
 ) -> tuple[bool, int, str]:
-    """POST `body` until a 2xx or `options.max_attempts`; `attempted(n, error)` after each failure.
+    """POST `body` until a 2xx or `options.max_attempts`; `attempted(n, error)` after each failure that
+    is retried.
 
     Returns (delivered, attempts made, the last error).
     """
