@@ -58,6 +58,7 @@ class RequestSample:
     latency_s: float = 0.0
     queue_wait_s: float | None = None
     first_progress_s: float | None = None
+    first_playable_s: float | None = None  # Generate: the first video bytes (a long clip's first section)
     code: str = "UNKNOWN"
     error: str = ""
     num_frames: int = 0
@@ -285,7 +286,13 @@ class LoadGenerator:
         def on_progress(event: Any) -> None:
             progress.seen(self.clock(), event.stage, event.step, event.elapsed_seconds)
 
-        video = self.client.generate(params, on_progress=on_progress, timeout=self._remaining(deadline))
+        def on_chunk(chunk: Any) -> None:
+            if sample.first_playable_s is None:
+                sample.first_playable_s = self.clock() - scheduled
+
+        video = self.client.generate(
+            params, on_progress=on_progress, timeout=self._remaining(deadline), on_chunk=on_chunk
+        )
         self._finish(sample, video.summary, len(video.data))
         self._progress_times(sample, progress, scheduled)
 

@@ -31,7 +31,7 @@ def stats(values: list[float]) -> dict[str, float] | None:
 
 
 def _values(samples: list[dict[str, Any]], key: str) -> list[float]:
-    return [s[key] for s in samples if s["code"] == "OK" and s[key] is not None]
+    return [s[key] for s in samples if s["code"] == "OK" and s.get(key) is not None]
 
 
 def _phase(phase: dict[str, Any], samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -59,6 +59,7 @@ def _phase(phase: dict[str, Any], samples: list[dict[str, Any]]) -> dict[str, An
         "latency_s": stats(_values(samples, "latency_s")),
         "queue_wait_s": stats(_values(samples, "queue_wait_s")),
         "first_progress_s": stats(_values(samples, "first_progress_s")),
+        "first_playable_s": stats(_values(samples, "first_playable_s")),
         "step_s": stats(_values(samples, "step_s")),
         "by_entry": by_entry,
     }
@@ -149,15 +150,16 @@ def markdown(run: dict[str, Any], summary: dict[str, Any]) -> str:
         "## Per load level",
         "",
         f"| {level_name} | requests | OK | errors | clips/h | frames/s | latency p50 / p90 / p99 (s) "
-        "| queue wait p50 / p99 (s) | first progress p50 (s) | s/step p50 |",
-        "|---:|---:|---:|---|---:|---:|---|---|---:|---:|",
+        "| first playable p50 / p99 (s) | queue wait p50 / p99 (s) | first progress p50 (s) | s/step p50 |",
+        "|---:|---:|---:|---|---:|---:|---|---|---|---:|---:|",
     ]
     for p in summary["phases"]:
         errors = ", ".join(f"{code} {n}" for code, n in p["errors"].items()) or "0"
         lines.append(
             f"| {p['level']:g} | {p['requests']} | {p['ok']} | {errors} | {p['clips_per_hour']:.0f} | "
             f"{p['frames_per_s']:.1f} | {_stat(p, 'latency_s', 'p50')} / {_stat(p, 'latency_s', 'p90')} / "
-            f"{_stat(p, 'latency_s', 'p99')} | {_stat(p, 'queue_wait_s', 'p50')} / "
+            f"{_stat(p, 'latency_s', 'p99')} | {_stat(p, 'first_playable_s', 'p50')} / "
+            f"{_stat(p, 'first_playable_s', 'p99')} | {_stat(p, 'queue_wait_s', 'p50')} / "
             f"{_stat(p, 'queue_wait_s', 'p99')} | {_stat(p, 'first_progress_s', 'p50')} | "
             f"{_stat(p, 'step_s', 'p50')} |"
         )
@@ -196,7 +198,9 @@ def markdown(run: dict[str, Any], summary: dict[str, Any]) -> str:
         *[f"![{name[:-4]}]({name})" for name in PLOTS],
         "",
         "Definitions: latency = intended send time (open loop: arrival) to the last byte; queue wait = "
-        "to the first progress event past QUEUED (the replica started); first progress = to the first "
+        "to the first progress event past QUEUED (the replica started); first playable = to the first "
+        "video bytes (Generate), which for a long-clip model are its first section, playable while the "
+        "rest is made, and for other models come with the whole clip; first progress = to the first "
         "event of any kind; clips/h and frames/s = successful clips over the level's span (first send "
         "to last end); s/step = the replica's time per denoising step from the progress events. "
         "Percentiles are nearest-rank over successful requests.",

@@ -31,7 +31,7 @@ from serve.compile import CompileOptions, compiled_graphs
 from serve.config import ParallelOptions
 from serve.engine import FloatFrames, denoisers
 from serve.errors import Cancelled, InvalidArgument, Unavailable
-from serve.events import EncodedVideo, ProgressCallback, ProgressEvent
+from serve.events import EncodedVideo, PieceCallback, ProgressCallback, ProgressEvent
 from serve.request import GenerationRequest
 from serve.weights import TINY, resolve_weights
 
@@ -289,8 +289,13 @@ class ParallelEngine:
         request: GenerationRequest,
         on_progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
+        on_piece: PieceCallback | None = None,
     ) -> EncodedVideo:
-        """Run the request on every rank; rank 0's progress goes to `on_progress`, its video is returned."""
+        """Run the request on every rank; rank 0's progress goes to `on_progress`, its video is returned.
+
+        No long-clip model spans GPUs (none has an xDiT transformer), so nothing goes to `on_piece`: the
+        video comes whole.
+        """
         video = self._fan_out("generate", request, on_progress, cancel)
         if not isinstance(video, EncodedVideo):
             self._fail(f"{self.spec.name}: rank 0 returned no video")

@@ -212,7 +212,22 @@ class ModelSpec(BaseModel):
         frozenset(), description="step-cache policies besides off (none for the UNet families)"
     )
     default_cache: StepCache = Field(NO_CACHE, description="step caching of the real model by default")
+    section_frames: int | None = Field(
+        None,
+        ge=1,
+        description="long-clip models: frames each section adds, decoded and delivered as soon as it is "
+        "made (the clip plays while the rest generates); None: one window, delivered whole",
+    )
     description: str = ""
+
+    @property
+    def progressive(self) -> bool:
+        """It makes its clip section by section in time order, so the file can grow while it runs."""
+        return self.section_frames is not None
+
+    def sections(self, num_frames: int) -> int:
+        """Sections a clip of `num_frames` takes (1 for a one-window model)."""
+        return -(-num_frames // self.section_frames) if self.section_frames else 1
 
     def limits_for(self, tiny: bool) -> Limits:
         return self.tiny_limits if tiny else self.limits
@@ -558,6 +573,62 @@ _HUNYUAN15_MODELS = [
     ),
 ]
 
+# Helios (diffusers' HeliosPyramidPipeline): a 14B Wan-based DiT that makes a long clip 33 frames (9 latent
+# frames) at a time, each section conditioned on a compressed history of the ones before it (constant
+# memory per section), decoded as soon as it is denoised. Three pyramid stages double the latent side
+# twice, so sides are multiples of 64. The distilled checkpoint (DMD) takes 2 steps per stage and no
+# classifier-free guidance; its first section runs twice the steps (amplified).
+HELIOS_SECTION_FRAMES = 33
+HELIOS_STAGES = 3
+
+
+def _helios_limits(
+    max_sections: int,
+    default_sections: int,
+    height: IntRange,
+    width: IntRange,
+    size: tuple[int, int],
+    steps: int = 2,
+) -> Limits:
+    """Any frame count up to `max_sections` whole sections; steps per pyramid stage; no guidance (DMD)."""
+    return Limits(
+        num_frames=IntRange(min=1, max=max_sections * HELIOS_SECTION_FRAMES),
+        default_num_frames=default_sections * HELIOS_SECTION_FRAMES,
+        default_fps=24,
+        height=height,
+        width=width,
+        default_height=size[0],
+        default_width=size[1],
+        num_inference_steps=IntRange(min=1, max=50),
+        default_num_inference_steps=steps,
+        guidance_scale=FloatRange(min=0.0, max=1.0),
+        default_guidance_scale=1.0,
+    )
+
+
+_HELIOS = ModelSpec(
+    name="helios",
+    repo_id="BestWishYsh/Helios-Distilled",
+    pipeline_class="HeliosPyramidPipeline",
+    family="helios",
+    task=Task.T2V,
+    limits=_helios_limits(
+        44, 8, IntRange(min=256, max=768, step=64), IntRange(min=256, max=1280, step=64), (384, 640)
+    ),  # 60.5 s at 24 fps
+    tiny_limits=_helios_limits(
+        8, 4, IntRange(min=64, max=128, step=64), IntRange(min=64, max=128, step=64), (64, 64), steps=1
+    ),
+    memory=MemoryOptions(text_encoder_offload=True),
+    denoiser="transformer",
+    section_frames=HELIOS_SECTION_FRAMES,
+    gpu_memory_gb=42.0,
+    text_encoder_gb=11.4,  # UMT5-XXL in bf16
+    description="Helios-Distilled 14B: long text-to-video, 33-frame sections at 24 fps up to a minute, "
+    "384x640; each section streams as it is made (num_inference_steps: per pyramid stage)",
+)
+LONG_CLIP_MODELS = [_HELIOS]
+
+
 CATALOG: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
@@ -746,6 +817,7 @@ CATALOG: dict[str, ModelSpec] = {
         *_WAN_MODELS,
         _LTX,
         *_HUNYUAN15_MODELS,
+        *LONG_CLIP_MODELS,
     ]
 }
 

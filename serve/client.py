@@ -70,8 +70,8 @@ def _assemble(chunks: Iterator[pb.VideoChunk]) -> bytes:
             raise IncompleteVideo(f"chunk at offset {chunk.offset}, expected {received}")
         parts.append(chunk.data)
         received += len(chunk.data)
-        total = chunk.total_bytes
-    if total is not None and received != total:
+        total = chunk.total_bytes or total  # 0 while a long clip's file is still growing
+    if total and received != total:
         raise IncompleteVideo(f"received {received} of {total} bytes")
     return b"".join(parts)
 
@@ -137,8 +137,10 @@ class VideogenClient:
         params: pb.GenerationParams,
         on_progress: Callable[[pb.Progress], None] | None = None,
         timeout: float | None = None,
+        on_chunk: Callable[[pb.VideoChunk], None] | None = None,
     ) -> Video:
-        """Generate and wait; progress events go to `on_progress`; the bytes are checked."""
+        """Generate and wait; progress events go to `on_progress`, each chunk as it arrives to `on_chunk`
+        (a long clip's come while the rest is made); the bytes are checked."""
         chunks: list[pb.VideoChunk] = []
         summary = None
         for event in self.generate_stream(params, timeout):
@@ -147,6 +149,8 @@ class VideogenClient:
                 on_progress(event.progress)
             elif kind == "chunk":
                 chunks.append(event.chunk)
+                if on_chunk:
+                    on_chunk(event.chunk)
             elif kind == "summary":
                 summary = event.summary
         if summary is None:

@@ -23,7 +23,15 @@ from serve.cold_start import record_cold_start
 from serve.config import ROUTER_DEPLOYMENT, AppConfig, JobStoreSettings, ModelDeployment
 from serve.engine import Engine
 from serve.errors import Cancelled, error_status
-from serve.events import EncodedVideo, GenerationSummary, ProgressCallback, ProgressEvent, Stage, StreamItem
+from serve.events import (
+    EncodedVideo,
+    GenerationSummary,
+    PieceCallback,
+    ProgressCallback,
+    ProgressEvent,
+    Stage,
+    StreamItem,
+)
 from serve.jobs import job_store
 from serve.metrics import metrics, record_memory, sample_memory_forever
 from serve.request import GenerationRequest, RequestFields, build_request
@@ -127,12 +135,18 @@ class ModelServer:
         return {"load_seconds": self.engine.load_seconds, "warmup_seconds": self.warmup_seconds}
 
     async def _run(
-        self, request: GenerationRequest, on_progress: ProgressCallback, cancel: threading.Event
+        self,
+        request: GenerationRequest,
+        on_progress: ProgressCallback,
+        cancel: threading.Event,
+        on_piece: PieceCallback | None = None,
     ) -> EncodedVideo:
         """Generate in the executor; count the outcome. A cancelled caller stops it at the next step."""
         loop = asyncio.get_running_loop()
         observer = _Observer(self.model.name, on_progress)
-        future = loop.run_in_executor(self.generator, self.engine.generate_video, request, observer, cancel)
+        future = loop.run_in_executor(
+            self.generator, self.engine.generate_video, request, observer, cancel, on_piece
+        )
         try:
             video = await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -187,7 +201,8 @@ class ModelServer:
         Step events closer together than `progress_interval_s` are coalesced (stage changes and the last
         step always go out), and items go out at most once per interval: what is ready travels together,
         and the video goes with the last events. `on_event` sees every event in the engine's thread,
-        where raising stops the run (a job's cancel).
+        where raising stops the run (a job's cancel). A long clip's pieces go out as soon as each is
+        encoded, and its final item then carries the video without the bytes already sent.
         """
         queue_s = max(0.0, time.time() - received_at)
         metrics().queue_wait.observe(queue_s, tags=self.tags)
@@ -212,23 +227,40 @@ class ModelServer:
             ready.append(event)
             wake.set()
 
-        task = asyncio.ensure_future(self._run(request, on_progress, cancel))
+        pieces: list[bytes] = []
+
+        def on_piece(piece: bytes) -> None:  # in the encoder's thread
+            loop.call_soon_threadsafe(_piece_and_wake, piece)
+
+        def _piece_and_wake(piece: bytes) -> None:
+            if not pieces and not sent_pieces:
+                metrics().first_playable.observe(time.time() - received_at, tags=self.tags)
+            pieces.append(piece)
+            wake.set()
+
+        sent_pieces = False
+        task = asyncio.ensure_future(self._run(request, on_progress, cancel, on_piece))
         task.add_done_callback(lambda _: wake.set())
         first = True
         try:
             while True:
                 await wake.wait()
-                if not task.done() and interval > 0:
+                if not task.done() and interval > 0 and not pieces:
                     # Let more events gather: one hop per interval, however fast the steps.
                     await asyncio.wait({task}, timeout=interval)
                 wake.clear()
-                item = StreamItem(events=list(ready), queue_seconds=queue_s if first else None)
+                item = StreamItem(
+                    events=list(ready), pieces=list(pieces), queue_seconds=queue_s if first else None
+                )
                 ready.clear()
+                pieces.clear()
+                sent_pieces = sent_pieces or bool(item.pieces)
                 if task.done():
-                    item.video = task.result()
+                    video = task.result()
+                    item.video = video.without_data() if video.streamed else video
                     yield item
                     return
-                if item.events:
+                if item.events or item.pieces:
                     yield item
                     first = False
         finally:
@@ -236,6 +268,11 @@ class ModelServer:
                 cancel.set()
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+
+    def _discard_growing(self, job_id: str, growing: bool) -> None:
+        if growing:
+            with contextlib.suppress(OSError):
+                self.results.growing_path(job_id).unlink(missing_ok=True)
 
     async def check_health(self) -> None:
         """Serve's health check, every few seconds: raising makes Serve replace this replica, and its
@@ -264,15 +301,24 @@ class ModelServer:
             # In the engine's thread, once per event: the store's answer says whether to stop, so a
             # CancelJob takes effect at the very next step.
             update = (event.stage, event.step, event.total_steps, event.elapsed_seconds)
+            update += (event.section, event.total_sections)
             if ray.get(store.progress.remote(job_id, *update)):
                 cancel.set()
 
+        growing = self.engine.spec.progressive
         try:
+            if growing:
+                self.results.start_growing(job_id)
             video: EncodedVideo | None = None
             async for item in self._stream(request, submitted_at, cancel, on_event=record_progress):
+                for piece in item.pieces:
+                    self.results.append_growing(job_id, piece)
                 video = item.video or video
             assert video is not None, "a finished stream ends with the video"
-            self.results.put(job_id, video.data, video.mime_type)
+            if video.streamed:
+                self.results.finish_growing(job_id, video.mime_type, video.digest)
+            else:
+                self.results.put(job_id, video.data, video.mime_type)
             summary = GenerationSummary.of(request, video, started - submitted_at, time.time() - submitted_at)
             await self.jobs.succeed.remote(job_id, summary)
             metrics().request_latency.observe(
@@ -282,6 +328,7 @@ class ModelServer:
         except asyncio.CancelledError:
             # Serve cancelled the request (its Router went away, or this replica is being stopped past
             # its grace period): nobody else will record the outcome, so the job must not stay RUNNING.
+            self._discard_growing(job_id, growing)
             with contextlib.suppress(Exception):
                 await asyncio.shield(
                     self.jobs.fail.remote(job_id, "UNAVAILABLE", "interrupted by a shutdown; submit it again")
@@ -291,6 +338,7 @@ class ModelServer:
             code, message = error_status(exc)
             if code == "INTERNAL":
                 log.exception("job %s failed", job_id)
+            self._discard_growing(job_id, growing)  # no part of a clip is served as if it were whole
             await self.jobs.fail.remote(job_id, code, message)
             return "cancelled" if code == "CANCELLED" else "failed"
 

@@ -13,16 +13,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from serve import video
 from serve.catalog import MemoryOptions, ModelSpec
 from serve.compile import CompileOptions, compile_blocks
 from serve.errors import Cancelled, InvalidArgument, ResourceExhausted, VideogenError
-from serve.events import EncodedVideo, ProgressCallback, ProgressEvent, Stage
+from serve.events import EncodedVideo, PieceCallback, ProgressCallback, ProgressEvent, Stage
 from serve.families import get_family
 from serve.metrics import device_label
-from serve.request import GenerationRequest
+from serve.request import GenerationRequest, OutputFormat
+from serve.sections import SectionCallback, SectionPlan, section_frames
 from serve.stage_timing import StageSeconds, stage_clock
 from serve.step_cache import ForwardCounts, Reduce, step_cache
 from serve.text_encoder_offload import offload_text_encoders
@@ -51,6 +52,9 @@ class GenerationOutput(BaseModel):
     frames: np.ndarray
     seed: int
     inference_seconds: float
+    frame_count: int = Field(
+        description="frames made (a long clip's went to on_section, and `frames` is empty)"
+    )
     steps_completed: int
     peak_memory_bytes: int
     forwards: ForwardCounts
@@ -261,19 +265,31 @@ class Engine:
             self.image_pipe.set_progress_bar_config(disable=True)
         return self.image_pipe
 
+    def section_plan(self, request: GenerationRequest) -> SectionPlan | None:
+        """A long-clip model's sections for this request (steps of each), else None."""
+        if not self.spec.progressive:
+            return None
+        return SectionPlan(steps=self.family.steps_per_section(request), num_frames=request.num_frames)
+
     def float_frames(self, request: GenerationRequest) -> FloatFrames:
         """Run the request (its step caching too) and return the float frames, unencoded."""
         if self.pipe is None:
             self.load()
         kwargs = self.pipeline_call_kwargs(request)
         pipe = self.pipeline_for(request)
+        plan = self.section_plan(request)
+        sections: list[np.ndarray] = []
         with (
             self._lock,
             self.family.configured(pipe, request),
             step_cache(denoisers(pipe), request.cache, self.cache_reduce) as forwards,
+            contextlib.nullcontext()
+            if plan is None
+            else section_frames(pipe, plan, lambda _, f: sections.append(f)),
             torch.inference_mode(),
         ):
-            frames = np.asarray(pipe(**kwargs).frames[0], dtype=np.float32)
+            output = pipe(**kwargs)
+        frames = np.concatenate(sections) if plan else np.asarray(output.frames[0], dtype=np.float32)
         return FloatFrames(frames=frames, forwards=forwards)
 
     def generate(
@@ -283,17 +299,25 @@ class Engine:
         cancel: threading.Event | None = None,
         decode: bool = True,
         postprocess: bool = True,
+        on_section: SectionCallback | None = None,
     ) -> GenerationOutput:
         """Run the pipeline; reports every step and stops at the next step once `cancel` is set.
 
         For a rank whose frames nobody uses: `decode=False` stops at the latents (no VAE decode), and
         `postprocess=False` runs the VAE decode (its share of a split one) but makes no frames of it.
+        A long-clip model gives each section's frames (uint8) to `on_section(index, frames)` as soon as
+        it is decoded.
         """
         if self.pipe is None:
             self.load()
         with self._lock:
             return self._generate_locked(
-                request, on_progress or (lambda event: None), cancel, decode, decode and postprocess
+                request,
+                on_progress or (lambda event: None),
+                cancel,
+                decode,
+                decode and postprocess,
+                on_section,
             )
 
     def _generate_locked(
@@ -303,23 +327,44 @@ class Engine:
         cancel: threading.Event | None,
         decode: bool = True,
         frames_wanted: bool = True,
+        on_section: SectionCallback | None = None,
     ) -> GenerationOutput:
         start = time.perf_counter()
         steps_done = 0
+        plan = self.section_plan(request) if frames_wanted else None
+        where = {} if plan is None else {"total_sections": plan.total_sections}
 
         def on_step(done: int, total: int) -> None:
             nonlocal steps_done
             steps_done = done
             elapsed = time.perf_counter() - start
+            if plan is not None:  # the scheduler's count starts again with each section
+                total = plan.total_steps
+                where["section"] = plan.section_of(done)
             on_progress(
-                ProgressEvent(stage=Stage.DENOISING, step=done, total_steps=total, elapsed_seconds=elapsed)
+                ProgressEvent(
+                    stage=Stage.DENOISING, step=done, total_steps=total, elapsed_seconds=elapsed, **where
+                )
             )
             if cancel is not None and cancel.is_set():
                 raise Cancelled(f"cancelled after step {done} of {total}")
             if done == total:
                 on_progress(
-                    ProgressEvent(stage=Stage.ENCODING, step=done, total_steps=total, elapsed_seconds=elapsed)
+                    ProgressEvent(
+                        stage=Stage.ENCODING, step=done, total_steps=total, elapsed_seconds=elapsed, **where
+                    )
                 )
+
+        sections: list[np.ndarray] = []
+        made: list[int] = []
+
+        def on_section_frames(index: int, frames: np.ndarray) -> None:
+            frames = video.to_uint8(frames)
+            made.append(len(frames))
+            if on_section is None:
+                sections.append(frames)  # returned as the clip; else the callback owns them
+            else:
+                on_section(index, frames)
 
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled before it started")
@@ -342,6 +387,7 @@ class Engine:
                 step_cache(denoisers(pipe), request.cache, self.cache_reduce) as forwards,
                 stage_clock(pipe) as stages,
                 contextlib.nullcontext() if frames_wanted or not decode else _no_postprocessing(pipe),
+                contextlib.nullcontext() if plan is None else section_frames(pipe, plan, on_section_frames),
                 torch.inference_mode(),
             ):
                 output = pipe(**kwargs)
@@ -357,14 +403,16 @@ class Engine:
             kwargs.clear()
             self._release_memory()
             raise stopped
-        frames = (
-            video.to_uint8(np.asarray(output.frames[0]))
-            if frames_wanted
-            else np.zeros((0, 0, 0, 3), np.uint8)
-        )
+        if plan is not None:
+            frames = np.concatenate(sections) if sections else np.zeros((0, 0, 0, 3), np.uint8)
+        elif frames_wanted:
+            frames = video.to_uint8(np.asarray(output.frames[0]))
+        else:
+            frames = np.zeros((0, 0, 0, 3), np.uint8)
         return GenerationOutput(
             frames=frames,
             seed=request.seed,
+            frame_count=sum(made) if plan is not None else len(frames),
             inference_seconds=time.perf_counter() - start,
             steps_completed=steps_done,
             peak_memory_bytes=_peak_memory(self.device),
@@ -382,12 +430,74 @@ class Engine:
         request: GenerationRequest,
         on_progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
+        on_piece: PieceCallback | None = None,
     ) -> EncodedVideo:
-        """Generate, then encode to the requested container."""
+        """Generate, then encode to the requested container.
+
+        A long-clip model's MP4 is encoded section by section while the rest generates (serve/fmp4.py):
+        each piece goes to `on_piece` as soon as it is encoded, and the pieces in order are the file.
+        """
+        if self.spec.progressive and request.output_format is OutputFormat.MP4:
+            return self._generate_progressively(request, on_progress, cancel, on_piece)
         output = self.generate(request, on_progress, cancel)
         start = time.perf_counter()
         data = _ENCODER.submit(video.encode, output.frames, request.fps, request.output_format).result()
         encode_seconds = time.perf_counter() - start
+        return self._encoded(request, output, data, encode_seconds, on_progress)
+
+    def _generate_progressively(
+        self,
+        request: GenerationRequest,
+        on_progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+        on_piece: PieceCallback | None,
+    ) -> EncodedVideo:
+        from serve.fmp4 import SectionMuxer
+
+        muxer = SectionMuxer(request.fps)
+        pieces: list[bytes] = []
+        encode_seconds = 0.0
+        began = time.perf_counter()
+        first_piece_at: float | None = None
+
+        def encode_section(frames: np.ndarray) -> None:
+            nonlocal encode_seconds, first_piece_at
+            start = time.perf_counter()
+            piece = muxer.add(frames)
+            encode_seconds += time.perf_counter() - start
+            pieces.append(piece)
+            if first_piece_at is None:
+                first_piece_at = time.perf_counter() - began
+            if on_piece is not None:
+                on_piece(piece)
+
+        pending: list[Any] = []
+        try:
+            output = self.generate(
+                request,
+                on_progress,
+                cancel,
+                on_section=lambda _, f: pending.append(_ENCODER.submit(encode_section, f)),
+            )
+        finally:
+            for future in pending:  # nothing of this run is left encoding once it returns or raises
+                with contextlib.suppress(Exception):
+                    future.result()
+        for future in pending:
+            future.result()  # an encoding error surfaces here
+        encoded = self._encoded(request, output, b"".join(pieces), encode_seconds, on_progress)
+        return encoded.model_copy(
+            update={"streamed": on_piece is not None, "first_piece_seconds": first_piece_at}
+        )
+
+    def _encoded(
+        self,
+        request: GenerationRequest,
+        output: GenerationOutput,
+        data: bytes,
+        encode_seconds: float,
+        on_progress: ProgressCallback | None,
+    ) -> EncodedVideo:
         if on_progress is not None:
             on_progress(
                 ProgressEvent(
@@ -401,7 +511,7 @@ class Engine:
             data=data,
             mime_type=video.MIME_TYPES[request.output_format],
             seed=output.seed,
-            num_frames=len(output.frames),
+            num_frames=output.frame_count,
             inference_seconds=output.inference_seconds,
             encode_seconds=encode_seconds,
             steps_completed=output.steps_completed,

@@ -58,6 +58,23 @@ class NotReady(VideogenError):
     code = "FAILED_PRECONDITION"
 
 
+class Aborted(VideogenError):
+    """What was being read changed under the reader (a running job started over): read it again."""
+
+    code = "ABORTED"
+
+
+class JobEnded(VideogenError):
+    """A job ended in failure while its caller followed it: the job's own error code and message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def __reduce__(self):
+        return (self.__class__, (self.code, self.message))
+
+
 class Unavailable(VideogenError):
     code = "UNAVAILABLE"
 

@@ -32,9 +32,12 @@ class ProgressEvent(BaseModel):
     step: int = 0
     total_steps: int = 0
     elapsed_seconds: float = 0.0
+    section: int = Field(0, description="long clips: the section being made, from 1; 0 for one-window models")
+    total_sections: int = 0
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
+PieceCallback = Callable[[bytes], None]
 
 
 class EncodedVideo(BaseModel):
@@ -54,6 +57,27 @@ class EncodedVideo(BaseModel):
     vae_decode_seconds: float = Field(
         0.0, description="in the VAE decode; the rest of inference is denoising"
     )
+    streamed: bool = Field(
+        False, description="its bytes already went out piece by piece (a long clip); `data` may be empty"
+    )
+    size: int = Field(0, description="bytes of the file (set where `data` was left out)")
+    sha256: str = Field("", description="SHA-256 of the file (set where `data` was left out)")
+    first_piece_seconds: float | None = Field(
+        None,
+        description="from the start of the run to the first playable piece (a long clip's first section)",
+    )
+
+    def without_data(self) -> EncodedVideo:
+        """This video less its bytes (sent already), with their size and digest."""
+        return self.model_copy(update={"data": b"", "size": self.byte_count, "sha256": self.digest})
+
+    @property
+    def byte_count(self) -> int:
+        return len(self.data) if self.data else self.size
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.data).hexdigest() if self.data else self.sha256
 
     @property
     def denoise_seconds(self) -> float:
@@ -67,6 +91,9 @@ class StreamItem(BaseModel):
     """
 
     events: list[ProgressEvent] = Field(default_factory=list)
+    pieces: list[bytes] = Field(
+        default_factory=list, description="a long clip's next bytes, in order, as soon as they are encoded"
+    )
     video: EncodedVideo | None = None
     queue_seconds: float | None = Field(None, description="on the first item: arrival to the replica's start")
 
@@ -110,9 +137,9 @@ class GenerationSummary(BaseModel):
             height=request.height,
             width=request.width,
             num_inference_steps=video.steps_completed,
-            video_bytes=len(video.data),
+            video_bytes=video.byte_count,
             mime_type=video.mime_type,
-            sha256=hashlib.sha256(video.data).hexdigest(),
+            sha256=video.digest,
             queue_seconds=queue_s,
             inference_seconds=video.inference_seconds,
             encode_seconds=video.encode_seconds,

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from serve import http_wire
 from serve.auth import METADATA_KEY, Caller
@@ -29,7 +29,7 @@ from serve.cold_start import expected_cold_start
 from serve.errors import InvalidArgument, NotFound, NotReady, error_status, unwrapped
 from serve.job_records import JobState
 from serve.request import MAX_IMAGE_BYTES
-from serve.results import JOB_ID_PATTERN
+from serve.results import JOB_ID_PATTERN, PROGRESSIVE_MIME
 
 if TYPE_CHECKING:
     from serve.router import Router
@@ -189,6 +189,16 @@ def build_http_app(router: Router) -> FastAPI:
         variant = request.query_params.get("variant", "video")
         if variant != "video":
             raise InvalidArgument("variant", f"{variant!r}: only 'video' is made")
+        if not record.ended and get_spec(record.model).progressive:
+            # A long clip while it is made: the bytes so far, then each section as it comes, in one
+            # chunked response that ends with the whole file; a job that fails meanwhile cuts it off
+            # (no final chunk), so no client takes the part for the whole.
+            chunks = router.video_chunks(record, router.config.router.chunk_bytes)
+            return StreamingResponse(
+                (data async for _, _, data, _ in chunks),
+                media_type=PROGRESSIVE_MIME,
+                headers={"cache-control": "no-store", "x-videogen-growing": "true"},
+            )
         if record.state is not JobState.SUCCEEDED or record.summary is None:
             raise NotReady(
                 f"video {video_id} is {record.state.value}: its content exists once it is completed"
@@ -201,9 +211,9 @@ def build_http_app(router: Router) -> FastAPI:
     async def extend(request: Request) -> Response:
         _caller(router, request)
         raise InvalidArgument(
-            "model",
-            "none of the deployed models can extend a video (that needs a long-clip model); deployed: "
-            + ", ".join(sorted(router.models)),
+            "video",
+            "extending a finished video is not supported; for a long clip, ask a long-clip model (ListModels "
+            "section_frames > 0) for the whole duration at once: it streams section by section",
         )
 
     @route("POST", "/v1/videos/{video_id}/remix", "RemixVideo")

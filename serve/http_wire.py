@@ -46,6 +46,7 @@ _HTTP_STATUS = {
     "RESOURCE_EXHAUSTED": (429, "rate_limit_error"),
     "UNAVAILABLE": (503, "server_error"),
     "CANCELLED": (409, "invalid_request_error"),
+    "ABORTED": (409, "invalid_request_error"),
     "INTERNAL": (500, "server_error"),
 }
 RETRYABLE = frozenset({429, 500, 503})  # others tell the SDK not to retry (`x-should-retry: false`)

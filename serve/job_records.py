@@ -42,6 +42,8 @@ class JobRecord(BaseModel):
     stage: Stage = Stage.QUEUED
     step: int = 0
     total_steps: int = 0
+    section: int = 0
+    total_sections: int = 0
     elapsed_seconds: float = 0.0
     error: str = ""
     error_code: str = ""

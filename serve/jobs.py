@@ -231,7 +231,9 @@ class JobBook:
             return False
         if holder is not None:
             self.holders[job_id] = holder
-        self._update(record, state=JobState.QUEUED, stage=Stage.QUEUED, step=0, elapsed_seconds=0.0)
+        self._update(
+            record, state=JobState.QUEUED, stage=Stage.QUEUED, step=0, section=0, elapsed_seconds=0.0
+        )
         return True
 
     def _fail_if_attempts_used(self, record: JobRecord, reason: str, max_attempts: int) -> bool:
@@ -299,11 +301,28 @@ class JobBook:
                 adopted.append(record.job_id)
         return adopted
 
-    def progress(self, job_id: str, stage: Stage, step: int, total_steps: int, elapsed: float) -> bool:
+    def progress(
+        self,
+        job_id: str,
+        stage: Stage,
+        step: int,
+        total_steps: int,
+        elapsed: float,
+        section: int = 0,
+        total_sections: int = 0,
+    ) -> bool:
         """Record progress; returns True when the job should stop (cancel requested)."""
         record = self.get(job_id)
         if not record.ended:
-            self._update(record, stage=stage, step=step, total_steps=total_steps, elapsed_seconds=elapsed)
+            self._update(
+                record,
+                stage=stage,
+                step=step,
+                total_steps=total_steps,
+                elapsed_seconds=elapsed,
+                section=section,
+                total_sections=total_sections,
+            )
         return record.cancel_requested or record.ended
 
     def succeed(self, job_id: str, summary: GenerationSummary) -> JobRecord:
@@ -566,8 +585,17 @@ class JobStoreActor:
         await self._changed()
         return started
 
-    async def progress(self, job_id: str, stage: Stage, step: int, total_steps: int, elapsed: float) -> bool:
-        stop = self.book.progress(job_id, stage, step, total_steps, elapsed)
+    async def progress(
+        self,
+        job_id: str,
+        stage: Stage,
+        step: int,
+        total_steps: int,
+        elapsed: float,
+        section: int = 0,
+        total_sections: int = 0,
+    ) -> bool:
+        stop = self.book.progress(job_id, stage, step, total_steps, elapsed, section, total_sections)
         await self._changed(states_changed=False)
         return stop
 

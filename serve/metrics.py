@@ -77,6 +77,14 @@ REQUEST_LATENCY = MetricSpec(
     ("rpc", "model"),
     LATENCY_BUCKETS_S,
 )
+FIRST_PLAYABLE = MetricSpec(
+    "first_playable_seconds",
+    Kind.HISTOGRAM,
+    "Long clips: time from a request's arrival until the first section of its video was playable "
+    "(encoded and sent); request_latency_seconds is the time to the whole clip.",
+    ("model",),
+    LATENCY_BUCKETS_S,
+)
 QUEUE_WAIT = MetricSpec(
     "queue_wait_seconds",
     Kind.HISTOGRAM,
@@ -205,6 +213,7 @@ JOB_PEAK_MEMORY = MetricSpec(
 SPECS: tuple[MetricSpec, ...] = (
     REQUESTS,
     REQUEST_LATENCY,
+    FIRST_PLAYABLE,
     QUEUE_WAIT,
     IN_FLIGHT,
     QUEUED,
@@ -244,6 +253,7 @@ class Metrics:
         self.requests = _build(REQUESTS)
         self.request_latency = _build(REQUEST_LATENCY)
         self.queue_wait = _build(QUEUE_WAIT)
+        self.first_playable = _build(FIRST_PLAYABLE)
         self.in_flight = _build(IN_FLIGHT)
         self.queued = _build(QUEUED)
         self.quota_refusals = _build(QUOTA_REFUSALS)

@@ -27,7 +27,9 @@ from serve.catalog import get_spec
 from serve.cold_start import expected_cold_start
 from serve.config import MAX_CHUNK_BYTES, AppConfig, ModelDeployment
 from serve.errors import (
+    Aborted,
     InvalidArgument,
+    JobEnded,
     NotFound,
     QuotaExceeded,
     ResourceExhausted,
@@ -37,15 +39,17 @@ from serve.errors import (
 )
 from serve.events import GenerationSummary, StreamItem
 from serve.health import API_SERVICE, ModelHealth
+from serve.job_records import JobState
 from serve.jobs import JobRecord, job_store
 from serve.metrics import GAUGE_REFRESH_S, metrics
 from serve.request import GenerationRequest, RequestFields, build_request
-from serve.results import ResultStore
+from serve.results import PROGRESSIVE_MIME, ResultStore
 from serve.webhooks import check_url
 
 log = logging.getLogger(__name__)
 
 WATCH_POLL_S = 10.0
+FOLLOW_POLL_S = 0.2  # how often a viewer of a running long clip looks for its next section
 ENDED_CACHE_SIZE = 10_000
 # How long this replica answers for an ended job without asking the job store: ended jobs change only
 # when deleted, which another Router replica may do.
@@ -303,6 +307,7 @@ class Router:
         yield pb.GenerateResponse(progress=pb.Progress(stage=pb.STAGE_QUEUED))
         stream = self.models[generation.model].options(stream=True).generate.remote(generation, received)
         queue_s = 0.0
+        sent = 0  # bytes of a long clip sent while it was made
         item: StreamItem
         async for item in stream:
             started()  # a replica sends its first item once it has started the request
@@ -310,11 +315,16 @@ class Router:
                 queue_s = item.queue_seconds
             for event in item.events:
                 yield pb.GenerateResponse(progress=wire.progress(event))
+            for piece in item.pieces:
+                yield pb.GenerateResponse(
+                    chunk=pb.VideoChunk(data=piece, offset=sent, mime_type=PROGRESSIVE_MIME)
+                )
+                sent += len(piece)
             video = item.video
             if video is None:
                 continue
             chunk_bytes = self.config.router.chunk_bytes
-            for offset in range(0, len(video.data), chunk_bytes):
+            for offset in range(0, len(video.data) if not video.streamed else 0, chunk_bytes):
                 chunk = pb.VideoChunk(
                     data=video.data[offset : offset + chunk_bytes],
                     offset=offset,
@@ -444,12 +454,49 @@ class Router:
             raise InvalidArgument("chunk_bytes", f"{request.chunk_bytes} is outside [0, {MAX_CHUNK_BYTES}]")
         record = await self.find_job(request.job_id, caller)
         call.model = record.model
-        if record.summary is None:
-            raise NotFound(f"job {request.job_id} has no video: it is {record.state.value}")
         chunk_bytes = request.chunk_bytes or self.config.router.chunk_bytes
-        mime_type = record.summary.mime_type
-        for offset, total, data in self.results.chunks(request.job_id, chunk_bytes):
+        async for offset, total, data, mime_type in self.video_chunks(record, chunk_bytes):
             yield pb.VideoChunk(data=data, offset=offset, total_bytes=total, mime_type=mime_type)
+
+    async def video_chunks(
+        self, record: JobRecord, chunk_bytes: int
+    ) -> AsyncIterator[tuple[int, int, bytes, str]]:
+        """(offset, total size or 0 while growing, data, MIME type) of a job's video: a finished job's file;
+        a running long clip's bytes so far, then each new section until the job ends (FetchVideo, HTTP).
+
+        Ends normally only with the whole file: a job that fails or is cancelled meanwhile raises its
+        error (what was sent is not a whole clip); one that starts over raises Aborted.
+        """
+        job_id = record.job_id
+        if record.summary is None and (record.ended or not get_spec(record.model).progressive):
+            raise NotFound(f"job {job_id} has no video: it is {record.state.value}")
+        if record.summary is not None:
+            for offset, total, data in self.results.chunks(job_id, chunk_bytes):
+                yield offset, total, data, record.summary.mime_type
+            return
+        offset = 0
+        while True:
+            data = await asyncio.to_thread(self.results.read_growing, job_id, offset, chunk_bytes)
+            if data:
+                yield offset, 0, data, PROGRESSIVE_MIME
+                offset += len(data)
+                continue
+            record = await self.jobs.get.remote(job_id)
+            if record.state is JobState.SUCCEEDED:
+                break
+            if record.ended:
+                raise JobEnded(
+                    record.error_code or "INTERNAL",
+                    f"job {job_id} ended {record.state.value} before its video was whole: {record.error}",
+                )
+            await asyncio.sleep(FOLLOW_POLL_S)
+        total = record.summary.video_bytes
+        while offset < total:  # the rest, from the finished file (the same bytes, renamed)
+            data = await asyncio.to_thread(self.results.read_finished, job_id, offset, chunk_bytes)
+            if not data:
+                raise Aborted(f"job {job_id}: its video is shorter than its summary says; fetch it again")
+            yield offset, total, data, record.summary.mime_type
+            offset += len(data)
 
     async def __del__(self) -> None:
         """Serve calls this once the Router's RPCs have drained: let the jobs it queued reach a replica.

@@ -37,6 +37,9 @@ from diffusers import (
     DiffusionPipeline,
     EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
+    HeliosDMDScheduler,
+    HeliosPyramidPipeline,
+    HeliosTransformer3DModel,
     HunyuanVideo15ImageToVideoPipeline,
     HunyuanVideo15Pipeline,
     HunyuanVideo15Transformer3DModel,
@@ -601,6 +604,38 @@ def _hunyuanvideo15(model: str) -> HunyuanVideo15Pipeline | HunyuanVideo15ImageT
     )
 
 
+def _helios(model: str) -> HeliosPyramidPipeline:
+    """Helios distilled: Wan's VAE and UMT5, a history-conditioned DiT, the DMD pyramid scheduler."""
+    tokenizer = _t5_tokenizer()
+    vae = AutoencoderKLWan(
+        base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    )
+    transformer = HeliosTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=16,
+        out_channels=16,
+        text_dim=_TEXT_DIM,
+        freq_dim=32,
+        ffn_dim=32,
+        num_layers=2,
+        rope_dim=(8, 4, 4),
+        is_amplify_history=True,
+    )
+    # gamma < 1/3: the pyramid's block noise needs a positive-definite covariance over each 2x2 patch,
+    # (1 + gamma) I - gamma J, whose least eigenvalue is 1 - 3 gamma.
+    scheduler = HeliosDMDScheduler(shift=1.0, stages=3, gamma=0.3)
+    return HeliosPyramidPipeline(
+        tokenizer=tokenizer,
+        text_encoder=_t5_text_encoder(tokenizer, umt5=True),
+        vae=vae,
+        scheduler=scheduler,
+        transformer=transformer,
+        is_distilled=True,
+    )
+
+
 def _svd(model: str) -> StableVideoDiffusionPipeline:
     """Stable Video Diffusion (and XT): image-conditioned spatio-temporal UNet, temporal VAE decoder."""
     max_frames = get_spec(model).limits.num_frames.max  # the UNet's default num_frames: 14 or 25
@@ -758,6 +793,7 @@ _BUILDERS: dict[str, Callable[[str], TinyPipeline]] = {
     "wan": _wan,
     "ltx": _ltx,
     "hunyuanvideo15": _hunyuanvideo15,
+    "helios": _helios,
 }
 
 

@@ -32,20 +32,25 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
     return frames
 
 
-def encode_mp4(frames: np.ndarray, fps: int, crf: int = 18) -> bytes:
-    """H.264 in yuv420p with the index up front (faststart) so browsers play it while loading."""
-    frames = to_uint8(frames)
+def even_sized(frames: np.ndarray) -> np.ndarray:
+    """yuv420p subsamples chroma 2x2: odd heights and widths are padded by one edge pixel."""
     _, height, width, _ = frames.shape
-    # yuv420p subsamples chroma 2x2: odd sizes are padded by one edge pixel.
     pad_h, pad_w = height % 2, width % 2
     if pad_h or pad_w:
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    return frames
+
+
+def encode_mp4(frames: np.ndarray, fps: int, crf: int = 18) -> bytes:
+    """H.264 in yuv420p with the index up front (faststart) so browsers play it while loading."""
+    frames = even_sized(to_uint8(frames))
+    _, height, width, _ = frames.shape
     # faststart rewrites the file to move the index up front, which needs a real, seekable file.
     av = _av()
     with tempfile.NamedTemporaryFile(suffix=".mp4") as handle:
         with av.open(handle.name, mode="w", options={"movflags": "+faststart"}) as container:
             stream = container.add_stream("libx264", rate=Fraction(fps))
-            stream.width, stream.height = width + pad_w, height + pad_h
+            stream.width, stream.height = width, height
             stream.pix_fmt = "yuv420p"
             stream.options = {"crf": str(crf), "preset": "veryfast"}
             for array in frames:

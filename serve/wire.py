@@ -120,6 +120,7 @@ def model_info(spec: ModelSpec, deployment: ModelDeployment, cold_start_s: float
         default_cache_policy=_CACHE_POLICIES[deployment.default_cache().policy],
         default_cache_threshold=deployment.default_cache().threshold,
         cache_threshold=_float_range(CACHE_THRESHOLD_RANGE),
+        section_frames=spec.section_frames or 0,
     )
 
 
@@ -129,6 +130,8 @@ def progress(event: ProgressEvent) -> pb.Progress:
         step=event.step,
         total_steps=event.total_steps,
         elapsed_seconds=event.elapsed_seconds,
+        section=event.section,
+        total_sections=event.total_sections,
     )
 
 
@@ -148,6 +151,8 @@ def job(record: JobRecord) -> pb.Job:
             step=record.step,
             total_steps=record.total_steps,
             elapsed_seconds=record.elapsed_seconds,
+            section=record.section,
+            total_sections=record.total_sections,
         ),
         error=record.error,
         error_code=record.error_code,

@@ -304,3 +304,38 @@ def run_hunyuan_ranks(
         if not any("EADDRINUSE" in stderr for _, stderr in results):
             break
     return results
+
+
+@functools.cache
+def ffprobe_path() -> str:
+    """Debian's ffprobe, installed by scripts/ffmpeg.sh on first use."""
+    subprocess.run(["bash", str(REPO / "scripts" / "ffmpeg.sh")], check=True, timeout=900)
+    return "ffprobe"
+
+
+def ffprobe(data: bytes) -> tuple[int, float]:
+    """(frames counted by decoding, container duration in seconds) of a video file, as ffprobe reads them
+    (from a file, as a viewer has it once downloaded: a pipe would show only the first fragment's length)."""
+    with tempfile.NamedTemporaryFile(suffix=".mp4") as handle:
+        handle.write(data)
+        handle.flush()
+        out = subprocess.run(
+            [
+                ffprobe_path(),
+                "-v",
+                "error",
+                "-count_frames",
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                "stream=nb_read_frames:format=duration",
+                "-of",
+                "default=nw=1",
+                handle.name,
+            ],
+            capture_output=True,
+            check=True,
+            timeout=120,
+        ).stdout.decode()
+    fields = dict(line.split("=", 1) for line in out.split())
+    return int(fields["nb_read_frames"]), float(fields["duration"])

@@ -72,6 +72,10 @@ def test_tiny_workload_report_accounts_for_every_request(service, tmp_path, path
     for r in measured:
         assert 0 <= r["first_progress_s"] <= r["queue_wait_s"] <= r["latency_s"]
         assert r["num_frames"] > 0 and r["video_bytes"] > 0
+        if workload.api == "generate":
+            assert r["queue_wait_s"] <= r["first_playable_s"] <= r["latency_s"]
+            if get_spec(r["model"]).progressive:  # the first section plays long before the whole clip
+                assert r["first_playable_s"] < 0.8 * r["latency_s"], r
     # Memory per replica comes from the service's own metrics.
     models = {entry.model for entry in workload.mix}
     assert {m["model"] for m in summary["memory"]} == models

@@ -20,7 +20,7 @@ from diffusers import AnimateDiffPipeline, DiffusionPipeline, MotionAdapter
 from serve.catalog import CATALOG, ModelSpec, Task
 from serve.families import get_family
 from serve.tiny import TINY_SEED, build_tiny_pipeline, write_tiny_checkpoint, write_tiny_checkpoints
-from tests.support import tiny_request
+from tests.support import tiny_engine, tiny_request
 
 MODELS = sorted(CATALOG)
 
@@ -57,6 +57,13 @@ EXPECTED_COMPONENTS: dict[str, dict[str, str]] = {
     "TextToVideoSDPipeline": {"unet": "UNet3DConditionModel", "scheduler": "DDIMScheduler", **_SD_TEXT},
     "I2VGenXLPipeline": {"unet": "I2VGenXLUNet", "scheduler": "DDIMScheduler", **_SD_TEXT, **_CLIP_IMAGE},
     "StableDiffusionPipeline": {"unet": "UNet2DConditionModel", "scheduler": "PNDMScheduler", **_SD_TEXT},
+    "HeliosPyramidPipeline": {
+        "transformer": "HeliosTransformer3DModel",
+        "vae": "AutoencoderKLWan",
+        "text_encoder": "UMT5EncoderModel",
+        "tokenizer": "T5Tokenizer",
+        "scheduler": "HeliosDMDScheduler",
+    },
 }
 _WAN = {
     "transformer": "WanTransformer3DModel",
@@ -148,6 +155,11 @@ def load(checkpoints: dict[str, Path]) -> Callable[[str], DiffusionPipeline]:
 
 
 def _generate(pipe: DiffusionPipeline, spec: ModelSpec, height: int, width: int, frames: int, steps: int = 2):
+    if spec.progressive:
+        # A long clip's length is the engine's to make: whole sections from the pipeline, cut to `frames`
+        # as they are decoded (serve/sections.py); one step per pyramid stage (the tiny default).
+        request = tiny_request(spec.name, height=height, width=width, num_frames=frames)
+        return tiny_engine(spec.name).generate(request).frames[None].astype(np.float32) / 255.0
     kwargs = {
         "height": height,
         "width": width,

@@ -1,0 +1,164 @@
+"""Long clips through the service: a tiny Helios makes a clip of several sections, and its MP4 reaches
+callers section by section while the rest is made (Generate's stream, FetchVideo on a running job for
+any number of viewers, HTTP), as a fragmented MP4 whose every prefix plays and whose whole is the file
+the summary describes."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import urllib.request
+
+import grpc
+import pytest
+
+from serve.api import pb
+from serve.catalog import get_spec
+from serve.client import VideogenClient
+from serve.video import decode_frames
+from tests.integration.cluster import wait_until
+from tests.support import ffprobe
+
+pytestmark = pytest.mark.integration
+
+MODEL = "helios"
+SECTION = get_spec(MODEL).section_frames
+FPS = get_spec(MODEL).tiny_limits.default_fps
+SECTIONS = 4
+# Steps per pyramid stage: 3 x steps x (sections + 1) denoising steps in all, about 0.1 s each on the
+# tiny model, so a slow job runs long enough for viewers to join it.
+SLOW_STEPS = 5
+
+
+def params(
+    sections: int = SECTIONS, steps: int = 1, seed: int = 21, frames: int | None = None
+) -> pb.GenerationParams:
+    return pb.GenerationParams(
+        model=MODEL,
+        prompt="a paper boat drifting down a long river",
+        num_frames=frames or sections * SECTION,
+        num_inference_steps=steps,
+        seed=seed,
+    )
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    with VideogenClient(service.target) as client:
+        # The model scales to zero between tests of other modules: wait for its replica once.
+        wait_until(lambda: client.generate(params(sections=1), timeout=300), 300, what="helios to serve")
+        yield client
+
+
+def section_of(client: VideogenClient, job_id: str) -> int:
+    return client.get_job(job_id).progress.section
+
+
+def test_a_clip_of_four_sections_has_the_requested_duration(client):
+    frames = SECTIONS * SECTION - 5  # not a whole number of sections: the last one is cut
+    video = client.generate(params(frames=frames), timeout=300)
+    assert video.summary.num_frames == frames
+    counted, duration = ffprobe(video.data)
+    assert counted == frames
+    assert abs(duration - frames / FPS) <= 1 / FPS
+
+
+def test_generate_streams_playable_sections_before_the_summary(client):
+    received = b""
+    prefix_before_last_section: bytes | None = None
+    sections_seen = []
+    summary = None
+    for event in client.generate_stream(params(), timeout=300):
+        kind = event.WhichOneof("event")
+        if kind == "progress" and event.progress.section:
+            assert event.progress.total_sections == SECTIONS
+            sections_seen.append(event.progress.section)
+            if event.progress.section == SECTIONS and prefix_before_last_section is None:
+                prefix_before_last_section = received
+        elif kind == "chunk":
+            assert event.chunk.offset == len(received) and event.chunk.total_bytes == 0
+            received += event.chunk.data
+        elif kind == "summary":
+            summary = event.summary
+    assert summary is not None and sections_seen == sorted(sections_seen)
+    assert set(sections_seen) == set(range(1, SECTIONS + 1))
+    # While the last section was still being made, the bytes received already played the first ones.
+    assert prefix_before_last_section
+    assert len(decode_frames(prefix_before_last_section)) >= SECTION
+    assert hashlib.sha256(received).hexdigest() == summary.sha256
+    assert len(decode_frames(received)) == SECTIONS * SECTION
+
+
+def test_viewers_joining_a_running_job_at_different_times_assemble_the_same_file(client, service):
+    job = client.submit(params(steps=SLOW_STEPS, seed=22))
+    results: dict[str, bytes] = {}
+    prefixes: dict[str, bytes] = {}
+    errors: list[BaseException] = []
+
+    def view(name: str) -> None:
+        try:
+            with VideogenClient(service.target) as viewer:
+                data = b""
+                for chunk in viewer.stub.FetchVideo(pb.FetchVideoRequest(job_id=job.job_id), timeout=300):
+                    assert chunk.offset == len(data)
+                    data += chunk.data
+                    if name not in prefixes and viewer.get_job(job.job_id).state == pb.JOB_STATE_RUNNING:
+                        prefixes[name] = data  # what this viewer had while the job still ran
+                results[name] = data
+        except BaseException as error:  # reported below, in the test's thread
+            errors.append(error)
+
+    viewers = []
+    for name, section in (("early", 1), ("middle", 2), ("late", 3)):
+        wait_until(lambda s=section: section_of(client, job.job_id) >= s, 300, what=f"section {section}")
+        viewers.append(threading.Thread(target=view, args=(name,)))
+        viewers[-1].start()
+    for viewer in viewers:
+        viewer.join(300)
+    assert not errors, errors
+    done = client.get_job(job.job_id)
+    assert done.state == pb.JOB_STATE_SUCCEEDED
+    digest = done.summary.sha256
+    assert {name: hashlib.sha256(data).hexdigest() for name, data in results.items()} == dict.fromkeys(
+        ("early", "middle", "late"), digest
+    )
+    # The early viewer had a playable prefix while the job ran: at least the first section's frames.
+    assert len(decode_frames(prefixes["early"])) >= SECTION
+    assert client.fetch(job.job_id) == results["early"]  # and the stored file is those bytes
+    assert not list(service.results_dir.glob(f"{job.job_id}.growing"))
+
+
+def test_http_content_of_a_running_job_is_the_growing_file_to_its_end(client, service):
+    job = client.submit(params(steps=SLOW_STEPS, seed=23))
+    wait_until(lambda: section_of(client, job.job_id) >= 2, 300, what="section 2")
+    url = f"{service.http_url}/v1/videos/{job.job_id}/content"
+    with urllib.request.urlopen(url, timeout=300) as response:
+        assert response.headers["x-videogen-growing"] == "true"
+        assert response.headers.get("content-length") is None  # chunked: the size is not known yet
+        data = response.read()
+    assert hashlib.sha256(data).hexdigest() == client.get_job(job.job_id).summary.sha256
+
+
+def test_cancel_in_section_two_stops_within_a_step_and_serves_no_partial_file(client, service):
+    job = client.submit(params(steps=SLOW_STEPS, seed=24))
+    wait_until(lambda: section_of(client, job.job_id) >= 2, 300, what="section 2")
+    viewer = client.stub.FetchVideo(pb.FetchVideoRequest(job_id=job.job_id), timeout=300)
+    first = next(viewer)  # a viewer already has the first section
+    assert first.offset == 0 and first.total_bytes == 0
+    at_cancel = client.cancel(job.job_id).progress
+    assert at_cancel.section == 2
+    final = client.wait(job.job_id, timeout=120)
+    assert final.state == pb.JOB_STATE_CANCELLED
+    assert final.progress.step <= at_cancel.step + 1
+    # The viewer's stream ends with the job's status, not as a whole file...
+    with pytest.raises(grpc.RpcError) as ended:
+        for _ in viewer:
+            pass
+    assert ended.value.code() == grpc.StatusCode.CANCELLED
+    # ...no one can fetch it afterwards, and nothing of it is left on the results volume.
+    with pytest.raises(grpc.RpcError) as fetched:
+        client.fetch(job.job_id)
+    assert fetched.value.code() == grpc.StatusCode.NOT_FOUND
+    time.sleep(0.5)
+    assert not list(service.results_dir.glob(f"{job.job_id}*"))

@@ -1,0 +1,99 @@
+"""Long clips in the engine: section i of n, each section's frames as soon as it is decoded, the
+progressive MP4 equal to the clip made in one piece, and the step plan equal to the steps the
+pipeline runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from serve.catalog import get_spec
+from serve.errors import Cancelled
+from serve.families import helios
+from serve.sections import SectionPlan
+from serve.video import decode_frames, encode_mp4
+from tests.support import tiny_engine, tiny_request
+
+MODEL = "helios"
+SECTION = get_spec(MODEL).section_frames
+FPS = get_spec(MODEL).tiny_limits.default_fps
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return tiny_engine(MODEL)
+
+
+def test_a_plan_places_each_step_in_its_section():
+    plan = SectionPlan(steps=[6, 3, 3], num_frames=80)
+    assert plan.total_steps == 12 and plan.total_sections == 3
+    assert [plan.section_of(step) for step in range(1, 13)] == [1] * 6 + [2] * 3 + [3] * 3
+
+
+@pytest.mark.parametrize(("frames", "steps"), [(SECTION, 1), (2 * SECTION + 1, 2)])
+def test_the_plan_is_the_steps_the_pipeline_runs(engine, frames, steps):
+    request = tiny_request(MODEL, num_frames=frames, num_inference_steps=steps)
+    events = []
+    output = engine.generate(request, on_progress=events.append)
+    plan = engine.section_plan(request)
+    assert plan.steps == helios.steps_per_section(request)
+    assert output.steps_completed == plan.total_steps
+    denoising = [e for e in events if e.stage == "denoising"]
+    assert [e.step for e in denoising] == list(range(1, plan.total_steps + 1))
+    assert {e.total_steps for e in denoising} == {plan.total_steps}
+    assert {e.total_sections for e in denoising} == {get_spec(MODEL).sections(frames)}
+    assert [e.section for e in denoising] == [plan.section_of(e.step) for e in denoising]
+    assert output.frame_count == frames and len(output.frames) == frames
+
+
+def test_sections_come_out_one_by_one_and_the_pieces_are_the_whole_file(engine):
+    request = tiny_request(MODEL, num_frames=3 * SECTION, seed=3)
+    made: list[tuple[int, int]] = []
+    pieces: list[bytes] = []
+    video = engine.generate_video(
+        request, on_progress=lambda e: made.append((e.section, len(pieces))), on_piece=pieces.append
+    )
+    assert len(pieces) == 3 and b"".join(pieces) == video.data and video.streamed
+    assert video.num_frames == 3 * SECTION and video.first_piece_seconds < video.inference_seconds
+    # Each prefix of pieces plays: the first section alone, then two, then the clip.
+    assert [len(decode_frames(b"".join(pieces[:k]))) for k in (1, 2, 3)] == [
+        SECTION,
+        2 * SECTION,
+        3 * SECTION,
+    ]
+    # The same seed made in one piece (no streaming) gives the same frames, up to H.264's loss: no more
+    # than encoding that clip in one piece loses, and far less than another seed's clip differs.
+    whole = engine.generate(request).frames.astype(np.int16)
+    streamed_error = np.abs(decode_frames(video.data).astype(np.int16) - whole).mean()
+    one_piece_error = np.abs(
+        decode_frames(encode_mp4(whole.astype(np.uint8), FPS)).astype(np.int16) - whole
+    ).mean()
+    assert streamed_error <= 1.25 * one_piece_error
+    # Before encoding, the sections handed out are exactly the clip made in one piece.
+    handed_out: list[np.ndarray] = []
+    engine.generate(request, on_section=lambda index, frames: handed_out.append(frames))
+    assert np.array_equal(np.concatenate(handed_out).astype(np.int16), whole)
+
+
+def test_a_cancel_in_section_two_stops_there_and_encodes_nothing_after(engine):
+    import threading
+
+    request = tiny_request(MODEL, num_frames=4 * SECTION, num_inference_steps=2)
+    cancel = threading.Event()
+    pieces: list[bytes] = []
+    seen: list[tuple[int, int]] = []
+
+    def on_progress(event):
+        seen.append((event.section, event.step))
+        if event.section == 2:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        engine.generate_video(request, on_progress=on_progress, cancel=cancel, on_piece=pieces.append)
+    first_in_two = next(step for section, step in seen if section == 2)
+    assert max(step for _, step in seen) == first_in_two  # stopped at that very step
+    assert len(pieces) == 1  # the first section only; nothing is left encoding
+    # The pipeline is whole again for the next request: its VAE and postprocessing are the class's.
+    assert "decode" not in engine.pipe.vae.__dict__
+    assert "postprocess_video" not in engine.pipe.video_processor.__dict__
+    assert engine.generate(tiny_request(MODEL, num_frames=SECTION)).frame_count == SECTION
