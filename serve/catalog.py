@@ -165,6 +165,11 @@ class ModelSpec(BaseModel):
         description="Hugging Face repo of the weights (the base model where an adapter is used)"
     )
     adapter_repo_id: str | None = Field(None, description="motion adapter repo (AnimateDiff)")
+    component_repo_ids: tuple[str, ...] = Field(
+        (),
+        description="repos the family assembles the pipeline from besides repo_id, which then holds only a "
+        "component (FramePack: its transformer; the base pipeline, then the image encoder)",
+    )
     pipeline_class: str = Field(description="diffusers pipeline class name")
     image_pipeline_class: str | None = Field(
         None,
@@ -626,7 +631,51 @@ _HELIOS = ModelSpec(
     description="Helios-Distilled 14B: long text-to-video, 33-frame sections at 24 fps up to a minute, "
     "384x640; each section streams as it is made (num_inference_steps: per pyramid stage)",
 )
-LONG_CLIP_MODELS = [_HELIOS]
+# FramePack-F1 (diffusers' HunyuanVideoFramepackPipeline, forward "vanilla" sampling): HunyuanVideo's 13B
+# DiT retrained to predict the next section from the start image and a compressed history, so a minute
+# at 30 fps costs the same per section as the first. Each section adds 36 frames (the first 37: the start
+# image's frame too), so a clip of n frames takes ceil(n / 36) sections.
+FRAMEPACK_SECTION_FRAMES = 36
+_FRAMEPACK_F1 = ModelSpec(
+    name="hunyuanvideo-framepack-f1",
+    repo_id="lllyasviel/FramePack_F1_I2V_HY_20250503",
+    component_repo_ids=("hunyuanvideo-community/HunyuanVideo", "lllyasviel/flux_redux_bfl"),
+    pipeline_class="HunyuanVideoFramepackPipeline",
+    family="framepack",
+    task=Task.I2V,
+    limits=Limits(
+        num_frames=IntRange(min=1, max=1800),  # 60 s at 30 fps
+        default_num_frames=150,
+        default_fps=30,
+        height=IntRange(min=256, max=1280, step=16),
+        width=IntRange(min=256, max=1280, step=16),
+        default_height=544,
+        default_width=704,
+        default_num_inference_steps=25,
+        guidance_scale=FloatRange(min=1.0, max=32.0),
+        default_guidance_scale=10.0,
+    ),
+    tiny_limits=Limits(
+        num_frames=IntRange(min=1, max=5 * FRAMEPACK_SECTION_FRAMES),
+        default_num_frames=4 * FRAMEPACK_SECTION_FRAMES,
+        default_fps=30,
+        height=_TINY_DIT_SIDE,
+        width=_TINY_DIT_SIDE,
+        default_height=64,
+        default_width=64,
+        default_num_inference_steps=2,
+        guidance_scale=FloatRange(min=1.0, max=32.0),
+        default_guidance_scale=10.0,
+    ),
+    memory=MemoryOptions(vae_tiling=True, text_encoder_offload=True),
+    denoiser="transformer",
+    section_frames=FRAMEPACK_SECTION_FRAMES,
+    gpu_memory_gb=45.0,
+    text_encoder_gb=15.7,  # Llama 3 8B + CLIP-L in bf16, as HunyuanVideo's
+    description="FramePack-F1 (HunyuanVideo 13B): image-to-video forward in time, 33-frame sections at "
+    "30 fps up to a minute; streamed a section behind the one being made",
+)
+LONG_CLIP_MODELS = [_HELIOS, _FRAMEPACK_F1]
 
 
 CATALOG: dict[str, ModelSpec] = {

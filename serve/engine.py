@@ -285,7 +285,7 @@ class Engine:
             step_cache(denoisers(pipe), request.cache, self.cache_reduce) as forwards,
             contextlib.nullcontext()
             if plan is None
-            else section_frames(pipe, plan, lambda _, f: sections.append(f)),
+            else section_frames(pipe, plan, lambda _, f: sections.append(f), self.family.SECTION_KIND),
             torch.inference_mode(),
         ):
             output = pipe(**kwargs)
@@ -387,7 +387,9 @@ class Engine:
                 step_cache(denoisers(pipe), request.cache, self.cache_reduce) as forwards,
                 stage_clock(pipe) as stages,
                 contextlib.nullcontext() if frames_wanted or not decode else _no_postprocessing(pipe),
-                contextlib.nullcontext() if plan is None else section_frames(pipe, plan, on_section_frames),
+                contextlib.nullcontext()
+                if plan is None
+                else section_frames(pipe, plan, on_section_frames, self.family.SECTION_KIND),
                 torch.inference_mode(),
             ):
                 output = pipe(**kwargs)

@@ -44,7 +44,14 @@ def downloads(apps: list[AppConfig]) -> list[Download]:
             if model.weights != HUB:
                 continue
             spec = get_spec(model.name)
-            wanted.setdefault(spec.repo_id, Download(repo_id=spec.repo_id, variant=spec.variant))
+            # A repo that holds one component of an assembled pipeline is fetched whole, as are the
+            # repos of the other components.
+            assembled = bool(spec.component_repo_ids)
+            wanted.setdefault(
+                spec.repo_id, Download(repo_id=spec.repo_id, variant=spec.variant, pipeline=not assembled)
+            )
+            for repo_id in spec.component_repo_ids:
+                wanted.setdefault(repo_id, Download(repo_id=repo_id))
             if spec.adapter_repo_id:
                 wanted.setdefault(
                     spec.adapter_repo_id, Download(repo_id=spec.adapter_repo_id, pipeline=False)

@@ -1,10 +1,10 @@
 """Long clips, section by section: where a run is (section i of n) and each section's frames as soon as
 the pipeline decodes them.
 
-A long-clip pipeline (Helios) denoises one section, decodes it with its VAE, and goes on to the next,
-conditioned on the history; the VAE decode call is the moment a section exists. `section_frames` hooks
-that call: the section's frames go to a callback at once (to be encoded and sent while the rest is
-made), and the pipeline keeps none of them: its own concatenation of the clip stays empty.
+A long-clip pipeline (Helios, FramePack F1) denoises one section, decodes it with its VAE, and goes on
+to the next, conditioned on the history. `section_frames` hooks the moment a section's frames are final:
+they go to a callback at once (to be encoded and sent while the rest is made), and the pipeline keeps
+none of them beyond what the next section needs.
 """
 
 from __future__ import annotations
@@ -42,36 +42,78 @@ class SectionPlan(BaseModel):
         return min(bisect.bisect_left(ends, max(steps_done, 1)) + 1, self.total_sections)
 
 
-@contextlib.contextmanager
-def section_frames(pipe: Any, plan: SectionPlan, on_section: SectionCallback) -> Iterator[None]:
-    """Call `on_section(index, frames)` with each decoded section: float frames in [0, 1], shape
-    (frames, height, width, 3), cut where the clip's `plan.num_frames` end. The pipeline's output then
-    carries no frames."""
-    vae = pipe.vae
-    processor = pipe.video_processor
-    decode = vae.decode
-    postprocess = processor.postprocess_video
-    made = 0
-    index = 0
+class _Emitter:
+    """Hands out frames of the clip in order, as float frames in [0, 1], cut where the clip ends."""
 
-    def decode_section(*args: Any, **kwargs: Any) -> Any:
-        nonlocal made, index
-        output = decode(*args, **kwargs)
-        video = output[0] if isinstance(output, tuple) else output.sample
-        frames = postprocess(video, output_type="np")[0][: max(0, plan.num_frames - made)]
-        index += 1
-        made += len(frames)
-        on_section(index, np.asarray(frames, dtype=np.float32))
-        # The pipeline gets a section of no frames back: it keeps none of the clip (on the GPU) while it
-        # makes the rest, so its memory stays that of one section however long the clip.
-        emptied = video[:, :, :0]
-        return (emptied, *output[1:]) if isinstance(output, tuple) else type(output)(sample=emptied)
+    def __init__(self, pipe: Any, plan: SectionPlan, on_section: SectionCallback) -> None:
+        self.postprocess = pipe.video_processor.postprocess_video  # the class's, before any hook
+        self.plan = plan
+        self.on_section = on_section
+        self.made = 0
+        self.index = 0
+
+    def __call__(self, video: Any) -> None:
+        """`video`: decoded frames (batch, channels, frames, height, width) in the VAE's range."""
+        if video.shape[2] == 0 or self.made >= self.plan.num_frames:
+            return
+        frames = self.postprocess(video, output_type="np")[0][: self.plan.num_frames - self.made]
+        self.index += 1
+        self.made += len(frames)
+        self.on_section(self.index, np.asarray(frames, dtype=np.float32))
+
+
+@contextlib.contextmanager
+def section_frames(
+    pipe: Any, plan: SectionPlan, on_section: SectionCallback, kind: str = "decode"
+) -> Iterator[None]:
+    """Call `on_section(index, frames)` with each part of the clip as soon as it is final: float frames in
+    [0, 1], shape (frames, height, width, 3), cut where the clip's `plan.num_frames` end.
+
+    `kind` says when frames are final. "decode" (Helios): every VAE decode is the next section, and the
+    pipeline gets none of it back, so it keeps no frames. "soft_append" (FramePack F1): each section is
+    decoded with an overlap that the next one blends into (the pipeline's `_soft_append`), so all but
+    the last `overlap` frames of each append are final; the pipeline keeps only that tail, and its final
+    postprocessing hands out the tail of the last section.
+    """
+    emit = _Emitter(pipe, plan, on_section)
+    vae, processor = pipe.vae, pipe.video_processor
+    if kind == "decode":
+        decode = vae.decode
+
+        def decode_section(*args: Any, **kwargs: Any) -> Any:
+            output = decode(*args, **kwargs)
+            video = output[0] if isinstance(output, tuple) else output.sample
+            emit(video)
+            # The pipeline gets a section of no frames back: it keeps none of the clip (on the GPU)
+            # while it makes the rest, so its memory stays that of one section however long the clip.
+            emptied = video[:, :, :0]
+            return (emptied, *output[1:]) if isinstance(output, tuple) else type(output)(sample=emptied)
+
+        with _replaced(vae, "decode", decode_section), _replaced(processor, "postprocess_video", _no_frames):
+            yield
+        return
+    if kind != "soft_append":
+        raise ValueError(f"unknown kind of sections {kind!r}")
+    soft_append = pipe._soft_append
+
+    def append_section(history: Any, current: Any, overlap: int = 0) -> Any:
+        joined = soft_append(history, current, overlap)
+        emit(joined[:, :, : joined.shape[2] - overlap])
+        return joined[:, :, joined.shape[2] - overlap :]  # the tail the next section blends into
+
+    def last_tail(video: Any, *args: Any, **kwargs: Any) -> Any:
+        emit(video)
+        return video[:0]
 
     with (
-        _replaced(vae, "decode", decode_section),
-        _replaced(processor, "postprocess_video", lambda v, *a, **k: v[:0]),
+        _replaced(pipe, "_soft_append", append_section),
+        _replaced(processor, "postprocess_video", last_tail),
     ):
         yield
+
+
+def _no_frames(video: Any, *args: Any, **kwargs: Any) -> Any:
+    return video[:0]
 
 
 @contextlib.contextmanager

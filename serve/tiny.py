@@ -43,6 +43,8 @@ from diffusers import (
     HunyuanVideo15ImageToVideoPipeline,
     HunyuanVideo15Pipeline,
     HunyuanVideo15Transformer3DModel,
+    HunyuanVideoFramepackPipeline,
+    HunyuanVideoFramepackTransformer3DModel,
     HunyuanVideoImageToVideoPipeline,
     HunyuanVideoPipeline,
     HunyuanVideoTransformer3DModel,
@@ -383,6 +385,36 @@ def _cogvideox(model: str) -> CogVideoXPipeline | CogVideoXImageToVideoPipeline:
     )
 
 
+def _hunyuan_vae() -> AutoencoderKLHunyuanVideo:
+    """HunyuanVideo's causal 3D VAE (8x in space, 4x in time), tiny."""
+    return AutoencoderKLHunyuanVideo(
+        latent_channels=16,
+        block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1,
+        norm_num_groups=4,
+        spatial_compression_ratio=8,
+        temporal_compression_ratio=4,
+    )
+
+
+# What HunyuanVideo's tiny transformer and FramePack's (the same DiT, retrained) share.
+_HUNYUAN_TRANSFORMER: dict[str, object] = {
+    "in_channels": 16,
+    "out_channels": 16,
+    "num_attention_heads": 2,
+    "attention_head_dim": 16,
+    "num_layers": 1,
+    "num_single_layers": 1,
+    "num_refiner_layers": 1,
+    "patch_size": 2,
+    "patch_size_t": 1,
+    "guidance_embeds": True,
+    "text_embed_dim": _TEXT_DIM,
+    "pooled_projection_dim": _TEXT_DIM,  # CLIP's pooled output, not its projection
+    "rope_axes_dim": (4, 6, 6),
+}
+
+
 def _hunyuanvideo(model: str) -> HunyuanVideoPipeline | HunyuanVideoImageToVideoPipeline:
     """HunyuanVideo: Llama + CLIP text encoders, flow-matching Euler with shift 7. Image-to-video reads the
     image with the prompt through Llava, and the image's latent replaces the first frame's tokens (the
@@ -392,28 +424,9 @@ def _hunyuanvideo(model: str) -> HunyuanVideoPipeline | HunyuanVideoImageToVideo
     text_encoder = _llava_text_encoder(tokenizer) if image_to_video else _llama_text_encoder(tokenizer)
     tokenizer_2 = _clip_tokenizer()
     text_encoder_2 = _clip_text_encoder(tokenizer_2)
-    vae = AutoencoderKLHunyuanVideo(
-        latent_channels=16,
-        block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1,
-        norm_num_groups=4,
-        spatial_compression_ratio=8,
-        temporal_compression_ratio=4,
-    )
+    vae = _hunyuan_vae()
     transformer = HunyuanVideoTransformer3DModel(
-        in_channels=16,
-        out_channels=16,
-        num_attention_heads=2,
-        attention_head_dim=16,
-        num_layers=1,
-        num_single_layers=1,
-        num_refiner_layers=1,
-        patch_size=2,
-        patch_size_t=1,
-        guidance_embeds=True,
-        text_embed_dim=_TEXT_DIM,
-        pooled_projection_dim=_TEXT_DIM,  # CLIP's pooled output, not its projection
-        rope_axes_dim=(4, 6, 6),
+        **_HUNYUAN_TRANSFORMER,
         image_condition_type="token_replace" if image_to_video else None,
     )
     components = {
@@ -601,6 +614,34 @@ def _hunyuanvideo15(model: str) -> HunyuanVideo15Pipeline | HunyuanVideo15ImageT
         **components,
         image_encoder=SiglipVisionModel(vision),
         feature_extractor=SiglipImageProcessorPil(size={"height": 54, "width": 54}),
+    )
+
+
+def _framepack(model: str) -> HunyuanVideoFramepackPipeline:
+    """FramePack-F1: HunyuanVideo's encoders and VAE, a history-conditioned DiT with a SigLIP image
+    projection and clean-latent embedders."""
+    tokenizer, tokenizer_2 = _llama_tokenizer(), _clip_tokenizer()
+    vae = _hunyuan_vae()
+    transformer = HunyuanVideoFramepackTransformer3DModel(
+        **_HUNYUAN_TRANSFORMER,
+        has_image_proj=True,
+        image_proj_dim=_TEXT_DIM,  # the SigLIP encoder's hidden size
+        has_clean_x_embedder=True,
+    )
+    vision = SiglipVisionConfig(
+        hidden_size=_TEXT_DIM, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        image_size=32, patch_size=4,
+    )  # fmt: skip
+    return HunyuanVideoFramepackPipeline(
+        text_encoder=_llama_text_encoder(tokenizer),
+        tokenizer=tokenizer,
+        transformer=transformer,
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+        text_encoder_2=_clip_text_encoder(tokenizer_2),
+        tokenizer_2=tokenizer_2,
+        image_encoder=SiglipVisionModel(vision),
+        feature_extractor=SiglipImageProcessorPil(size={"height": 32, "width": 32}),
     )
 
 
@@ -794,6 +835,7 @@ _BUILDERS: dict[str, Callable[[str], TinyPipeline]] = {
     "ltx": _ltx,
     "hunyuanvideo15": _hunyuanvideo15,
     "helios": _helios,
+    "framepack": _framepack,
 }
 
 

@@ -34,7 +34,8 @@ def _fetch_hint(repo_id: str) -> str:
     return f"hf download {repo_id}  (or: hf download {repo_id} --local-dir DIR, then set weights: DIR)"
 
 
-def _from_hf_cache(repo_id: str) -> Path:
+def from_hf_cache(repo_id: str) -> Path:
+    """A repo's snapshot in the Hugging Face cache (never downloaded here); else WeightsMissing."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -64,8 +65,8 @@ def resolve_weights(spec: ModelSpec, weights: str) -> WeightsSource:
     if weights == TINY:
         root = tiny_dir() / spec.name
     elif weights == HUB:
-        adapter = _from_hf_cache(spec.adapter_repo_id) if spec.adapter_repo_id else None
-        return WeightsSource(path=_from_hf_cache(spec.repo_id), adapter_path=adapter)
+        adapter = from_hf_cache(spec.adapter_repo_id) if spec.adapter_repo_id else None
+        return WeightsSource(path=from_hf_cache(spec.repo_id), adapter_path=adapter)
     else:
         root = Path(weights).expanduser().resolve()
     if spec.adapter_repo_id is None:
@@ -78,5 +79,5 @@ def resolve_weights(spec: ModelSpec, weights: str) -> WeightsSource:
         path=_existing_dir(base, spec, "base weights"),
         adapter_path=_existing_dir(adapter, spec, "motion adapter")
         if adapter.is_dir()
-        else _from_hf_cache(spec.adapter_repo_id),
+        else from_hf_cache(spec.adapter_repo_id),
     )

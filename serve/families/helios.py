@@ -16,7 +16,9 @@ from serve.catalog import HELIOS_STAGES, get_spec
 from serve.families.common import configured, load_pipeline, text_video_kwargs
 from serve.request import GenerationRequest
 
-__all__ = ["configured", "load_pipeline", "pipeline_kwargs", "steps_per_section"]
+__all__ = ["SECTION_KIND", "configured", "load_pipeline", "pipeline_kwargs", "steps_per_section"]
+
+SECTION_KIND = "decode"  # each VAE decode is the next section (serve/sections.py)
 
 
 def pipeline_kwargs(request: GenerationRequest, image: Image.Image | None) -> dict[str, Any]:

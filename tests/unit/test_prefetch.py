@@ -32,6 +32,22 @@ def test_downloads_hub_models_once_each_with_their_variant_and_skips_tiny_ones()
     ]
 
 
+def test_an_assembled_pipeline_fetches_its_component_repo_whole_and_every_other_repo() -> None:
+    app = AppConfig.model_validate(
+        {
+            "models": [
+                {"name": "hunyuanvideo-framepack-f1", "weights": "hub"},
+                {"name": "hunyuanvideo", "weights": "hub"},
+            ]
+        }
+    )
+    assert downloads([app]) == [
+        Download(repo_id="lllyasviel/FramePack_F1_I2V_HY_20250503", pipeline=False),
+        Download(repo_id="hunyuanvideo-community/HunyuanVideo"),  # also hunyuanvideo's: fetched once
+        Download(repo_id="lllyasviel/flux_redux_bfl"),
+    ]
+
+
 def test_reads_a_serve_config_file_and_a_generated_serve_config_v2_alike() -> None:
     config = ServeConfig.from_file(REPO / "configs/production-gpu.yaml")
     generated = yaml.safe_load((REPO / "k8s/overlays/gpu/serve-config.yaml").read_text())

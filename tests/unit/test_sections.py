@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serve.catalog import get_spec
+from serve.catalog import CATALOG, get_spec
 from serve.errors import Cancelled
-from serve.families import helios
+from serve.families import get_family
 from serve.sections import SectionPlan
 from serve.video import decode_frames, encode_mp4
 from tests.support import tiny_engine, tiny_request
@@ -17,6 +17,7 @@ from tests.support import tiny_engine, tiny_request
 MODEL = "helios"
 SECTION = get_spec(MODEL).section_frames
 FPS = get_spec(MODEL).tiny_limits.default_fps
+LONG_CLIP_MODELS = sorted(name for name, spec in CATALOG.items() if spec.progressive)
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +31,22 @@ def test_a_plan_places_each_step_in_its_section():
     assert [plan.section_of(step) for step in range(1, 13)] == [1] * 6 + [2] * 3 + [3] * 3
 
 
-@pytest.mark.parametrize(("frames", "steps"), [(SECTION, 1), (2 * SECTION + 1, 2)])
-def test_the_plan_is_the_steps_the_pipeline_runs(engine, frames, steps):
-    request = tiny_request(MODEL, num_frames=frames, num_inference_steps=steps)
+@pytest.mark.parametrize("model", LONG_CLIP_MODELS)
+@pytest.mark.parametrize(("sections", "steps"), [(1, 1), (2, 2)])
+def test_the_plan_is_the_steps_the_pipeline_runs(model, sections, steps):
+    engine = tiny_engine(model)
+    frames = sections * get_spec(model).section_frames + (1 - sections)  # not a whole number of sections
+    request = tiny_request(model, num_frames=frames, num_inference_steps=steps)
     events = []
     output = engine.generate(request, on_progress=events.append)
     plan = engine.section_plan(request)
-    assert plan.steps == helios.steps_per_section(request)
+    assert plan.steps == get_family(get_spec(model).family).steps_per_section(request)
+    assert plan.total_sections == sections
     assert output.steps_completed == plan.total_steps
     denoising = [e for e in events if e.stage == "denoising"]
     assert [e.step for e in denoising] == list(range(1, plan.total_steps + 1))
     assert {e.total_steps for e in denoising} == {plan.total_steps}
-    assert {e.total_sections for e in denoising} == {get_spec(MODEL).sections(frames)}
+    assert {e.total_sections for e in denoising} == {sections}
     assert [e.section for e in denoising] == [plan.section_of(e.step) for e in denoising]
     assert output.frame_count == frames and len(output.frames) == frames
 
@@ -97,3 +102,21 @@ def test_a_cancel_in_section_two_stops_there_and_encodes_nothing_after(engine):
     assert "decode" not in engine.pipe.vae.__dict__
     assert "postprocess_video" not in engine.pipe.video_processor.__dict__
     assert engine.generate(tiny_request(MODEL, num_frames=SECTION)).frame_count == SECTION
+
+
+def test_framepack_sections_handed_out_make_the_clip_the_pipeline_blends_whole():
+    # FramePack-F1 blends each section into the one before it: what is handed out section by section
+    # (all but the overlap, then the last tail) is exactly the clip the unhooked pipeline returns.
+    import torch
+
+    from serve.video import to_uint8
+
+    model = "hunyuanvideo-framepack-f1"
+    engine = tiny_engine(model)
+    request = tiny_request(model, num_frames=3 * get_spec(model).section_frames)
+    streamed = engine.generate(request).frames
+    torch.manual_seed(request.seed)
+    with torch.inference_mode():
+        whole = engine.pipe(**engine.pipeline_call_kwargs(request)).frames[0]
+    assert len(whole) >= request.num_frames
+    assert np.array_equal(streamed, to_uint8(np.asarray(whole))[: request.num_frames])

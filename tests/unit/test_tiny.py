@@ -57,6 +57,17 @@ EXPECTED_COMPONENTS: dict[str, dict[str, str]] = {
     "TextToVideoSDPipeline": {"unet": "UNet3DConditionModel", "scheduler": "DDIMScheduler", **_SD_TEXT},
     "I2VGenXLPipeline": {"unet": "I2VGenXLUNet", "scheduler": "DDIMScheduler", **_SD_TEXT, **_CLIP_IMAGE},
     "StableDiffusionPipeline": {"unet": "UNet2DConditionModel", "scheduler": "PNDMScheduler", **_SD_TEXT},
+    "HunyuanVideoFramepackPipeline": {
+        "transformer": "HunyuanVideoFramepackTransformer3DModel",
+        "vae": "AutoencoderKLHunyuanVideo",
+        "text_encoder": "LlamaModel",
+        "tokenizer": "LlamaTokenizer",
+        "text_encoder_2": "CLIPTextModel",
+        "tokenizer_2": "CLIPTokenizer",
+        "scheduler": "FlowMatchEulerDiscreteScheduler",
+        "image_encoder": "SiglipVisionModel",
+        "feature_extractor": "SiglipImageProcessorPil",
+    },
     "HeliosPyramidPipeline": {
         "transformer": "HeliosTransformer3DModel",
         "vae": "AutoencoderKLWan",
