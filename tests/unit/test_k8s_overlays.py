@@ -400,10 +400,10 @@ BROKEN: list[tuple[str, str, str | None, Change, list[str]]] = [
         [
             f"{RS}: spec.serveConfigV2: applications[0].deployments are ['Router', 'Model_cogvideox_5b', "
             "'Model_cogvideox_2b', 'Model_cogvideox_5b_i2v', 'Model_svd', 'Model_hunyuanvideo', "
-            "'Model_wan2.2_ti2v_5b', 'Model_wan2.2_t2v_a14b', 'Model_hunyuanvideo_1.5'], but "
+            "'Model_wan2.2_ti2v_5b', 'Model_helios', 'Model_wan2.2_t2v_a14b', 'Model_hunyuanvideo_1.5'], but "
             "serve.deployments.build_app builds ['Model_cogvideox_2b', 'Model_cogvideox_5b', "
-            "'Model_cogvideox_5b_i2v', 'Model_hunyuanvideo', 'Model_hunyuanvideo_1.5', 'Model_svd_xt', "
-            "'Model_wan2.2_t2v_a14b', 'Model_wan2.2_ti2v_5b', 'Router']; regenerate with "
+            "'Model_cogvideox_5b_i2v', 'Model_helios', 'Model_hunyuanvideo', 'Model_hunyuanvideo_1.5', "
+            "'Model_svd_xt', 'Model_wan2.2_t2v_a14b', 'Model_wan2.2_ti2v_5b', 'Router']; regenerate with "
             "`python -m serve.k8s_manifest`"
         ],
     ),
@@ -434,6 +434,7 @@ BROKEN: list[tuple[str, str, str | None, Change, list[str]]] = [
                 ("svd-xt", "gpu-1x"),
                 ("hunyuanvideo", "gpu-4x"),
                 ("wan2.2-ti2v-5b", "gpu-1x"),
+                ("helios", "gpu-1x"),
                 ("wan2.2-t2v-a14b", "gpu-4x"),
                 ("hunyuanvideo-1.5", "gpu-4x"),
             ]
@@ -507,7 +508,8 @@ BROKEN: list[tuple[str, str, str | None, Change, list[str]]] = [
         _too_few_gpu_1x_pods,
         [
             f"{RS}: {G1}: maxReplicas 5 of worker group gpu-1x cannot hold the max_replicas of its models "
-            "(cogvideox-5b, cogvideox-2b, cogvideox-5b-i2v, svd-xt, wan2.2-ti2v-5b): they need 12 pods"
+            "(cogvideox-5b, cogvideox-2b, cogvideox-5b-i2v, svd-xt, wan2.2-ti2v-5b, helios): "
+            "they need 14 pods"
         ],
     ),
 ]
