@@ -112,15 +112,31 @@ def add_client_arguments(
     def generate(args: argparse.Namespace) -> int:
         params = _params(fields(args))
         bar = progress_bar(args.model)
+        # A long clip arrives section by section (total_bytes 0 while it grows): it is written to
+        # OUT.part as it comes, a file that plays up to its last section, and becomes OUT once whole.
+        growing = args.out.with_name(args.out.name + ".part")
+        handle = None
+
+        def on_chunk(chunk: Any) -> None:
+            nonlocal handle
+            if chunk.total_bytes == 0:
+                handle = handle or growing.open("wb")
+                handle.write(chunk.data)
+                handle.flush()
+
         try:
             with _client(args) as api:
                 video = api.generate(
                     params,
                     on_progress=lambda p: bar.update(stage_name(p.stage), p.step, p.total_steps),
                     timeout=args.timeout,
+                    on_chunk=on_chunk,
                 )
         finally:
             bar.close()
+            if handle is not None:
+                handle.close()
+                growing.unlink(missing_ok=True)  # the whole file is written below, or nothing is
         video.save(str(args.out))
         s = video.summary
         print(

@@ -172,3 +172,30 @@ def test_cancel_in_section_two_stops_within_a_step_and_serves_no_partial_file(cl
     assert fetched.value.code() == grpc.StatusCode.NOT_FOUND
     time.sleep(0.5)
     assert not list(service.results_dir.glob(f"{job.job_id}*"))
+
+
+def test_the_cli_writes_a_long_clip_to_a_part_file_that_plays_while_it_grows(client, service, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "river.mp4"
+    growing = tmp_path / "river.mp4.part"
+    command = [sys.executable, "-m", "serve.cli", "client", "--target", service.target, "generate"]
+    command += ["--model", MODEL, "--prompt", "a long river", "--frames", str(SECTIONS * SECTION)]
+    command += ["--steps", str(SLOW_STEPS), "--seed", "25", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # While the clip is made, OUT.part plays up to its last section...
+        playable = wait_until(
+            lambda: growing.is_file() and len(decode_frames(growing.read_bytes())) >= SECTION,
+            300,
+            what="a playable part file",
+        )
+        assert playable and not out.exists()
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    # ...and once whole it is OUT, with no part file left.
+    assert not growing.exists() and f"wrote {out}" in stdout.decode()
+    assert len(decode_frames(out.read_bytes())) == SECTIONS * SECTION

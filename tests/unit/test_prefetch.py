@@ -71,6 +71,7 @@ def test_main_fetches_every_hub_repository_of_the_production_overlay() -> None:
         "stabilityai/stable-video-diffusion-img2vid-xt",
         "hunyuanvideo-community/HunyuanVideo",
         "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+        "BestWishYsh/Helios-Distilled",
         "Wan-AI/Wan2.2-T2V-A14B-Diffusers",
         "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-720p_t2v",
     ]
