@@ -269,11 +269,6 @@ class ModelServer:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
 
-    def _discard_growing(self, job_id: str, growing: bool) -> None:
-        if growing:
-            with contextlib.suppress(OSError):
-                self.results.growing_path(job_id).unlink(missing_ok=True)
-
     async def check_health(self) -> None:
         """Serve's health check, every few seconds: raising makes Serve replace this replica, and its
         deployment's status (what KubeRay's RayService status and the per-model grpc.health read) shows
@@ -300,14 +295,12 @@ class ModelServer:
         def record_progress(event: ProgressEvent) -> None:
             # In the engine's thread, once per event: the store's answer says whether to stop, so a
             # CancelJob takes effect at the very next step.
-            update = (event.stage, event.step, event.total_steps, event.elapsed_seconds)
-            update += (event.section, event.total_sections)
-            if ray.get(store.progress.remote(job_id, *update)):
+            update = (event.stage, event.step, event.total_steps, event.elapsed_seconds, event.section)
+            if ray.get(store.progress.remote(job_id, *update, event.total_sections)):
                 cancel.set()
 
-        growing = self.engine.spec.progressive
         try:
-            if growing:
+            if self.engine.spec.progressive:
                 self.results.start_growing(job_id)
             video: EncodedVideo | None = None
             async for item in self._stream(request, submitted_at, cancel, on_event=record_progress):
@@ -328,7 +321,7 @@ class ModelServer:
         except asyncio.CancelledError:
             # Serve cancelled the request (its Router went away, or this replica is being stopped past
             # its grace period): nobody else will record the outcome, so the job must not stay RUNNING.
-            self._discard_growing(job_id, growing)
+            self.results.discard_growing(job_id)
             with contextlib.suppress(Exception):
                 await asyncio.shield(
                     self.jobs.fail.remote(job_id, "UNAVAILABLE", "interrupted by a shutdown; submit it again")
@@ -338,7 +331,7 @@ class ModelServer:
             code, message = error_status(exc)
             if code == "INTERNAL":
                 log.exception("job %s failed", job_id)
-            self._discard_growing(job_id, growing)  # no part of a clip is served as if it were whole
+            self.results.discard_growing(job_id)  # no part of a clip is served as if it were whole
             await self.jobs.fail.remote(job_id, code, message)
             return "cancelled" if code == "CANCELLED" else "failed"
 

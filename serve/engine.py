@@ -21,6 +21,7 @@ from serve.compile import CompileOptions, compile_blocks
 from serve.errors import Cancelled, InvalidArgument, ResourceExhausted, VideogenError
 from serve.events import EncodedVideo, PieceCallback, ProgressCallback, ProgressEvent, Stage
 from serve.families import get_family
+from serve.hooks import no_frames, replaced
 from serve.metrics import device_label
 from serve.request import GenerationRequest, OutputFormat
 from serve.sections import SectionCallback, SectionPlan, section_frames
@@ -124,22 +125,13 @@ def step_hook(pipe: Any, on_step: Callable[[int, int], None]) -> Iterator[None]:
         on_step(done, total)
         return result
 
-    scheduler.step = step
-    try:
+    with replaced(scheduler, "step", step):
         yield
-    finally:
-        del scheduler.step  # drop the instance attribute; the class method shows through again
 
 
-@contextlib.contextmanager
-def _no_postprocessing(pipe: Any) -> Iterator[None]:
+def _no_postprocessing(pipe: Any) -> contextlib.AbstractContextManager[None]:
     """The pipeline decodes but turns nothing into frames (its output's frames are empty)."""
-    processor = pipe.video_processor
-    processor.postprocess_video = lambda video, *args, **kwargs: video[:0]
-    try:
-        yield
-    finally:
-        del processor.postprocess_video  # the class's method shows through again
+    return replaced(pipe.video_processor, "postprocess_video", no_frames)
 
 
 def _peak_memory_reset(device: torch.device) -> None:

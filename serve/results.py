@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -81,6 +82,11 @@ class ResultStore:
     def append_growing(self, job_id: str, data: bytes) -> None:
         with self.growing_path(job_id).open("ab") as handle:
             handle.write(data)
+
+    def discard_growing(self, job_id: str) -> None:
+        """No growing file for the job (it failed or was cancelled); none there is fine too."""
+        with contextlib.suppress(OSError):
+            self.growing_path(job_id).unlink(missing_ok=True)
 
     def finish_growing(self, job_id: str, mime_type: str, sha256: str) -> Path:
         """The growing file becomes the job's video, once its digest is the one the summary states."""

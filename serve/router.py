@@ -324,7 +324,7 @@ class Router:
             if video is None:
                 continue
             chunk_bytes = self.config.router.chunk_bytes
-            for offset in range(0, len(video.data) if not video.streamed else 0, chunk_bytes):
+            for offset in range(0, len(video.data), chunk_bytes):  # none for a streamed long clip
                 chunk = pb.VideoChunk(
                     data=video.data[offset : offset + chunk_bytes],
                     offset=offset,

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from serve.hooks import no_frames, replaced
+
 SectionCallback = Callable[[int, np.ndarray], None]
 
 
@@ -89,7 +91,7 @@ def section_frames(
             emptied = video[:, :, :0]
             return (emptied, *output[1:]) if isinstance(output, tuple) else type(output)(sample=emptied)
 
-        with _replaced(vae, "decode", decode_section), _replaced(processor, "postprocess_video", _no_frames):
+        with replaced(vae, "decode", decode_section), replaced(processor, "postprocess_video", no_frames):
             yield
         return
     if kind != "soft_append":
@@ -106,26 +108,7 @@ def section_frames(
         return video[:0]
 
     with (
-        _replaced(pipe, "_soft_append", append_section),
-        _replaced(processor, "postprocess_video", last_tail),
+        replaced(pipe, "_soft_append", append_section),
+        replaced(processor, "postprocess_video", last_tail),
     ):
         yield
-
-
-def _no_frames(video: Any, *args: Any, **kwargs: Any) -> Any:
-    return video[:0]
-
-
-@contextlib.contextmanager
-def _replaced(owner: Any, name: str, value: Any) -> Iterator[None]:
-    """`owner.name = value` for the duration; then what was there (another hook's wrapper, or the class's
-    method showing through again)."""
-    wrapped = owner.__dict__.get(name)
-    setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        if wrapped is None:
-            delattr(owner, name)
-        else:
-            setattr(owner, name, wrapped)

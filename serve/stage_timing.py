@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from serve.hooks import replaced
+
 
 @dataclass
 class StageSeconds:
@@ -58,14 +60,9 @@ def stage_clock(pipe: Any) -> Iterator[StageSeconds]:
         finally:
             seconds.vae_decode += time.perf_counter() - start
 
-    had_own = "decode" in vars(vae)
-    vae.decode = timed_decode
     try:
-        yield seconds
+        with replaced(vae, "decode", timed_decode):
+            yield seconds
     finally:
         for handle in handles:
             handle.remove()
-        if had_own:
-            vae.decode = decode
-        else:
-            del vae.decode  # the class's method shows through again
