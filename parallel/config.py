@@ -160,6 +160,12 @@ def validate_request(
             f"which do not split evenly over ulysses x ring = {sequence} ranks; pick a size whose token "
             f"count is a multiple of {sequence}",
         )
+    if tokens < options.pipeline_patches:
+        raise InvalidArgument(
+            "height",
+            f"{request.width}x{request.height} x {request.num_frames} frames gives {tokens} video tokens, "
+            f"fewer than the replica's pipeline_patches={options.pipeline_patches}; ask for a larger video",
+        )
     latent_rows = request.height // geometry.spatial_compression
     if options.parallel_vae and options.world_size > 1 and latent_rows < min_latent_rows(options.world_size):
         raise InvalidArgument(

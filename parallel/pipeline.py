@@ -12,8 +12,9 @@ memory estimate apply per stage). Every rank computes the embedders (small) to k
 receives the hidden states of the previous stage, runs its blocks and sends them on; the last stage
 projects out, gathers over its sequence-parallel group and broadcasts the noise prediction to every
 stage, so every rank holds the same latents after each step, as with sequence parallelism alone. This is
-PipeFusion's synchronous form (one patch, every step a warm-up step): it equals one process. Pipelining
-patches with stale activations of the other patches is not built yet.
+PipeFusion's synchronous form (one patch, every step a warm-up step): it equals one process. With
+`pipeline_patches` > 1, the steps after `pipeline_warmup_steps` run PipeFusion's patch pipelining with
+stale K/V of the other patches (parallel/pipefusion.py).
 
 Rank layout: ranks are ordered sequence-fastest, then CFG, then stage, as xfuser orders its data-parallel
 dimension. xfuser is told the stage count as its data-parallel degree (which nothing in a replica
@@ -28,6 +29,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from parallel.pipefusion import PatchSchedule, install, run_blocks, run_patches
 
 
 class ElsewhereBlock(nn.Module):
@@ -109,12 +112,67 @@ def pipeline_transformer_class(base: type) -> type:
         """xDiT's HunyuanVideo forward with the block loop split into stages (xfuser 0.7's, otherwise)."""
 
         stage_bounds: list[tuple[int, int]] | None = None
+        patch_schedule: PatchSchedule | None = None  # PipeFusion's patches (parallel/pipefusion.py)
 
-        def keep_own_stage(self, degree: int, stage: int) -> None:
+        def keep_own_stage(self, degree: int, stage: int, patches: int = 1, warmup_steps: int = 1) -> None:
             """Cut the blocks into `degree` stages and drop all but `stage`'s weights (before the weights
-            move to the device; xfuser's groups do not exist yet, so the caller names the stage)."""
+            move to the device; xfuser's groups do not exist yet, so the caller names the stage). With
+            `patches` > 1 the stage runs in patches after `warmup_steps` whole steps."""
             self.stage_bounds = balanced_stages(block_costs(self), degree)
             keep_stage(self, self.stage_bounds, stage)
+            if patches > 1:
+                start, end = self.stage_bounds[stage]
+                self.patch_schedule = PatchSchedule(patches, warmup_steps)
+                install(
+                    [*self.transformer_blocks, *self.single_transformer_blocks][start:end],
+                    self.patch_schedule,
+                )
+
+        def reset_patches(self) -> None:
+            """A new request: its first steps are whole-sequence warm-up steps again."""
+            if self.patch_schedule is not None:
+                self.patch_schedule.reset()
+
+        def _run_in_patches(
+            self,
+            blocks: list[nn.Module],
+            schedule: PatchSchedule,
+            tokens: torch.Tensor,
+            text: torch.Tensor,
+            temb: torch.Tensor,
+            rotary: tuple[torch.Tensor, torch.Tensor],
+            ranks: list[int],
+            stage: int,
+        ) -> torch.Tensor:
+            """One step in patches: each patch goes on to the next stage as soon as it is done (isend),
+            so the next stage starts on it while this one runs the next patch. The last stage's result."""
+            last = len(ranks) - 1
+            sent: list[tuple[Any, torch.Tensor]] = []
+            finished: list[torch.Tensor] = []
+
+            def take(index: int, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+                if stage == 0:
+                    return tokens[:, start:end], text if index == 0 else None
+                piece = tokens.new_empty((tokens.shape[0], end - start, tokens.shape[2]))
+                dist.recv(piece, src=ranks[stage - 1])
+                if index > 0:
+                    return piece, None
+                context = torch.empty_like(text, memory_format=torch.contiguous_format)
+                dist.recv(context, src=ranks[stage - 1])
+                return piece, context
+
+            def give(index: int, piece: torch.Tensor, context: torch.Tensor | None) -> None:
+                if stage == last:
+                    finished.append(piece)
+                    return
+                for tensor in (piece, context) if context is not None else (piece,):
+                    tensor = tensor.contiguous()
+                    sent.append((dist.isend(tensor, dst=ranks[stage + 1]), tensor))
+
+            run_patches(blocks, schedule, tokens.shape[1], text, temb, rotary, take, give)
+            for handle, _ in sent:
+                handle.wait()
+            return torch.cat(finished, dim=1) if stage == last else tokens
 
         def forward(
             self,
@@ -162,24 +220,30 @@ def pipeline_transformer_class(base: type) -> type:
             stages = get_dp_group()
             stage = stages.rank_in_group
             last = len(self.stage_bounds) - 1
-            if stage > 0:
-                tokens = torch.empty(tokens.shape, dtype=tokens.dtype, device=tokens.device)
-                text = torch.empty(text.shape, dtype=text.dtype, device=text.device)
-                dist.recv(tokens, src=stages.ranks[stage - 1])
-                dist.recv(text, src=stages.ranks[stage - 1])
             start, end = self.stage_bounds[stage]
-            blocks = [*self.transformer_blocks, *self.single_transformer_blocks]
-            for block in blocks[start:end]:
-                tokens, text = block(tokens, text, temb, None, rotary)
+            blocks = [*self.transformer_blocks, *self.single_transformer_blocks][start:end]
+            schedule = self.patch_schedule
+            if schedule is not None and schedule.begin_call(timestep):
+                tokens = self._run_in_patches(
+                    blocks, schedule, tokens, text, temb, rotary, stages.ranks, stage
+                )
+            else:
+                if stage > 0:
+                    tokens, text = (
+                        torch.empty_like(t, memory_format=torch.contiguous_format) for t in (tokens, text)
+                    )
+                    dist.recv(tokens, src=stages.ranks[stage - 1])
+                    dist.recv(text, src=stages.ranks[stage - 1])
+                tokens, text = run_blocks(blocks, tokens, text, temb, rotary)
+                if stage < last:
+                    dist.send(tokens.contiguous(), dst=stages.ranks[stage + 1])
+                    dist.send(text.contiguous(), dst=stages.ranks[stage + 1])
             output = torch.empty(
                 (batch_size, self.config.out_channels, num_frames, height, width),
                 dtype=tokens.dtype,
                 device=tokens.device,
             )
-            if stage < last:
-                dist.send(tokens.contiguous(), dst=stages.ranks[stage + 1])
-                dist.send(text.contiguous(), dst=stages.ranks[stage + 1])
-            else:
+            if stage == last:
                 tokens = self.proj_out(self.norm_out(tokens, temb))
                 tokens = get_cfg_group().all_gather(get_sp_group().all_gather(tokens, dim=-2), dim=0)
                 tokens = tokens.reshape(batch_size, frames, rows, columns, -1, p_t, p, p)

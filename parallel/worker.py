@@ -79,12 +79,13 @@ class _XDiTFamily:
         family: Any,
         transformer_cls: type,
         without_text_encoders: bool = False,
-        stage: tuple[int, int] | None = None,
+        stage: tuple[int, int, int, int] | None = None,
     ) -> None:
         self.family = family
         self.transformer_cls = transformer_cls
         self.without_text_encoders = without_text_encoders
-        self.stage = stage  # (pipeline_degree, this rank's stage): keep only that stage's blocks
+        # (pipeline_degree, this rank's stage, patches, warm-up steps): keep only that stage's blocks
+        self.stage = stage
 
     def load_pipeline(self, pipeline_cls: type, source: Any, load_kwargs: dict[str, Any]) -> Any:
         kwargs = dict(load_kwargs)
@@ -263,7 +264,9 @@ class RankWorker:
             self.engine.family,
             _transformer_class(self.spec.family, self.parallel.cfg_degree, stages),
             without_text_encoders=self.rank != 0,
-            stage=(stages, self.stage) if stages > 1 else None,
+            stage=(stages, self.stage, self.parallel.pipeline_patches, self.parallel.pipeline_warmup_steps)
+            if stages > 1
+            else None,
         )
         self.engine.load()
         if self.engine.memory.fp8_weights:
@@ -347,9 +350,12 @@ class RankWorker:
         if self.geometry is None:
             raise RuntimeError("setup() has not run")
         validate_request(self.parallel, self.geometry, request)
-        reset = getattr(self.engine.pipe.transformer, "reset_branches", None)
-        if reset is not None:
-            reset()  # a cancelled true-CFG step may have left its first branch pending
+        transformer = self.engine.pipe.transformer
+        for name in ("reset_branches", "reset_patches"):
+            # a cancelled true-CFG step may have left its first branch pending; patches warm up again
+            reset = getattr(transformer, name, None)
+            if reset is not None:
+                reset()
 
     def generate(
         self,

@@ -164,6 +164,23 @@ class ParallelOptions(BaseModel):
         "GPU. Combined (pipeline x ulysses) each stage runs sequence-parallel. Step caching is off with "
         "pipeline_degree > 1 (the first block lives on the first stage only)",
     )
+    pipeline_patches: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="PipeFusion patches (pipeline_degree > 1, ulysses = ring = 1): after the warm-up "
+        "steps each stage runs the video tokens in this many patches and passes each on as soon as it is "
+        "done, so the stages work at the same time; a patch attends to the other patches' keys and values "
+        "of the previous step (stale), which changes the result a little (README: measured) and costs K/V "
+        "memory for the whole video in every block of a stage. 1: the stages take turns on the whole "
+        "sequence, exact",
+    )
+    pipeline_warmup_steps: int = Field(
+        1,
+        ge=1,
+        description="whole-sequence steps before the patches start (pipeline_patches > 1); more is closer to "
+        "the exact result and less overlap",
+    )
     attention_backend: AttentionBackend | None = Field(
         None,
         description="xfuser's attention kernel on GPUs; unset: xfuser's pick (FA4, FA3, cuDNN, in that order "
@@ -175,6 +192,21 @@ class ParallelOptions(BaseModel):
         description="decode the VAE across the ranks (DistVAE: bands of rows, or whole tiles when VAE tiling "
         "is on); off: rank 0 decodes alone",
     )
+
+    @model_validator(mode="after")
+    def _patches_need_a_plain_pipeline(self) -> ParallelOptions:
+        if self.pipeline_patches > 1 and self.pipeline_degree == 1:
+            raise ValueError(
+                f"pipeline_patches={self.pipeline_patches} needs pipeline_degree > 1 (patches flow between "
+                "pipeline stages)"
+            )
+        if self.pipeline_patches > 1 and self.ulysses_degree * self.ring_degree > 1:
+            raise ValueError(
+                f"pipeline_patches={self.pipeline_patches} needs ulysses_degree = ring_degree = 1 (got "
+                f"{self.ulysses_degree} and {self.ring_degree}): stale-patch K/V within a sequence-parallel "
+                "stage is not built; use pipeline_patches=1 with sequence parallelism"
+            )
+        return self
 
     @model_validator(mode="after")
     def _backend_fits_ring(self) -> ParallelOptions:

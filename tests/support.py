@@ -263,10 +263,13 @@ try:
     in_blocks = sum(p.numel() for b in blocks for p in b.parameters())
     with open(args["out"] + f".rank{args['rank']}.json", "w") as report:
         json.dump({"stage": worker.stage, "parameters": held, "block_parameters": in_blocks}, report)
-    fields = RequestFields(model=spec.name, prompt="a red fox", seed=3)
+    fields = RequestFields(model=spec.name, prompt="a red fox", seed=3, num_inference_steps=args["steps"])
     frames = worker.frames(build_request(spec, spec.tiny_limits, fields))
     if frames is not None:
         np.save(args["out"], frames.frames)
+    schedule = getattr(transformer, "patch_schedule", None)
+    with open(args["out"] + f".rank{args['rank']}.patched.json", "w") as report:
+        json.dump({"patched_calls": schedule.patched_calls if schedule else 0}, report)
 except BaseException:
     traceback.print_exc()
     sys.stderr.flush()
@@ -275,7 +278,12 @@ except BaseException:
 
 
 def run_hunyuan_ranks(
-    weights: Path, parallel: dict, out: Path, skip: Iterable[str] = (), timeout_s: float = 60
+    weights: Path,
+    parallel: dict,
+    out: Path,
+    skip: Iterable[str] = (),
+    timeout_s: float = 60,
+    steps: int | None = None,
 ) -> list[tuple[int, str]]:
     """Every rank of a gloo group (`HUNYUAN_RANK_SCRIPT`, one process each) to the end: (exit code,
     stderr) each. The rendezvous port was free when picked; should another process have taken it since
@@ -295,6 +303,7 @@ def run_hunyuan_ranks(
             "init": init,
             "out": str(out),
             "timeout_s": timeout_s,
+            "steps": steps,
         }
         processes = [
             python_process(HUNYUAN_RANK_SCRIPT, json.dumps({**arguments, "rank": rank}))

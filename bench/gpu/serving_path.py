@@ -4,7 +4,8 @@ What runs is the replica's own code: `parallel.worker.RankWorker` (xDiT's Hunyua
 attention backend it picks, one text encode, the step cache with its collective decision, the split VAE
 decode) over `serve.engine.Engine` with the catalog's memory options for HunyuanVideo (FP8 weight storage,
 VAE tiling, text encoders offloaded). Per layout (1 GPU; with two GPUs present, Ulysses 2 and a pipeline of
-2 stages, parallel/pipeline.py, whose ranks hold half the blocks each and run without step cache): load, then
+2 stages, parallel/pipeline.py, whose ranks hold half the blocks each and run without step cache, once with
+the stages taking turns and once with PipeFusion's 2 patches after a warm-up step): load, then
 `--steps` uncached steps stopping at the latents, then `--cached-steps` steps with the catalog's default
 step cache and the VAE decode. Recorded: seconds per step (median of the steps after the first), stage
 seconds, transformer forwards and skips, peak GPU memory, the attention backend, and TFLOP/s next to a
@@ -155,14 +156,15 @@ def layouts(world_sizes: list[int], gpus: int, pipeline: bool) -> list[dict[str,
                 "parallel": {"ulysses_degree": world_size},
             }
         )
-        if pipeline:
-            found.append(
-                {
-                    "layout": f"pipeline{world_size}",
-                    "world_size": world_size,
-                    "parallel": {"pipeline_degree": world_size},
-                }
-            )
+        if pipeline:  # the stages taking turns, then PipeFusion's patches after one warm-up step
+            for patches in (1, world_size):
+                found.append(
+                    {
+                        "layout": f"pipeline{world_size}" + (f"-patches{patches}" if patches > 1 else ""),
+                        "world_size": world_size,
+                        "parallel": {"pipeline_degree": world_size, "pipeline_patches": patches},
+                    }
+                )
     return found
 
 

@@ -1,5 +1,6 @@
 """HunyuanVideo served through gRPC by a 2-rank replica (placement group of 2 logical GPUs), as a
-sequence-parallel pair (Ulysses 2) and as a pipeline of 2 stages: the same serving behaviour from both.
+sequence-parallel pair (Ulysses 2) and as a pipeline of 2 stages running PipeFusion's 2 patches after one
+warm-up step: the same serving behaviour from both.
 
 A second Serve application next to the session's `videogen` app: the same builder, one model with
 `parallel: {...}`; the client selects it with the `application` metadata.
@@ -34,7 +35,9 @@ def params(**fields) -> pb.GenerationParams:
 
 
 @pytest.fixture(
-    scope="module", params=[{"ulysses_degree": 2}, {"pipeline_degree": 2}], ids=["ulysses2", "pipeline2"]
+    scope="module",
+    params=[{"ulysses_degree": 2}, {"pipeline_degree": 2, "pipeline_patches": 2}],
+    ids=["ulysses2", "pipeline2-patches2"],
 )
 def parallel_app(service, tmp_path_factory: pytest.TempPathFactory, request) -> Iterator[None]:
     from ray import serve
