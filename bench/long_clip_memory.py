@@ -1,4 +1,5 @@
-"""Peak memory of a long clip by its number of sections (tiny Helios, streamed MP4 as the service makes it).
+"""Peak memory of a long clip by its number of sections (a tiny long-clip model, streamed MP4 as the service
+makes it; Helios by default, `--model skyreels-v2-df-720p` for diffusion forcing's windows).
 
 Each count of sections runs in a fresh process: the engine loads, runs a one-section warm-up (so the
 allocator's caches exist), then generates the clip through `Engine.generate_video` with its pieces
@@ -8,7 +9,10 @@ On a GPU the same run reports `torch.cuda.max_memory_allocated` (the device's pe
 
 Target (issue: long clips): the peak for 4 sections within 1.3x of 1 section.
 
-Usage: python -m bench.long_clip_memory [--sections 1 2 4] [--size 128] [--steps 1] [--rounds 3]
+Writes bench/results/long_clip_memory.md (Helios) or long_clip_memory-<model>.md.
+
+Usage: python -m bench.long_clip_memory [--model helios] [--sections 1 2 4] [--size 128] [--steps 1]
+       [--rounds 3]
 """
 
 from __future__ import annotations
@@ -22,11 +26,11 @@ import time
 
 from bench.common import write
 
-MODEL = "helios"
+DEFAULT_MODEL = "helios"
 TARGET_RATIO = 1.3
 
 
-def measure(sections: int, size: int, steps: int) -> dict[str, float]:
+def measure(model: str, sections: int, size: int, steps: int) -> dict[str, float]:
     """One clip of `sections` sections in this process: peak and growth of memory (bytes)."""
     import psutil
     import torch
@@ -35,14 +39,14 @@ def measure(sections: int, size: int, steps: int) -> dict[str, float]:
     from serve.engine import Engine
     from serve.request import RequestFields, build_request
 
-    spec = get_spec(MODEL)
+    spec = get_spec(model)
     engine = Engine(spec, num_threads=2)
     engine.load()
 
     def request(count: int):
-        frames = count * spec.section_frames
+        frames = spec.frames_of_sections(count)
         fields = RequestFields(
-            model=MODEL, prompt="a long river", num_frames=frames, height=size, width=size,
+            model=model, prompt="a long river", num_frames=frames, height=size, width=size,
             num_inference_steps=steps, seed=1,
         )  # fmt: skip
         return build_request(spec, spec.tiny_limits, fields)
@@ -79,6 +83,7 @@ def measure(sections: int, size: int, steps: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--sections", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=1)
@@ -86,12 +91,13 @@ def main() -> None:
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child process: measure and print
     args = parser.parse_args()
     if args.one is not None:
-        print(json.dumps(measure(args.one, args.size, args.steps)))
+        print(json.dumps(measure(args.model, args.one, args.size, args.steps)))
         return
     runs: dict[int, list[dict[str, float]]] = {n: [] for n in args.sections}
     for _ in range(args.rounds):  # counts alternate, so a busy moment of the machine hits them alike
         for sections in args.sections:
             command = [sys.executable, "-m", "bench.long_clip_memory", "--one", str(sections)]
+            command += ["--model", args.model]
             command += ["--size", str(args.size), "--steps", str(args.steps)]
             out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             runs[sections].append(json.loads(out.strip().splitlines()[-1]))
@@ -112,7 +118,7 @@ def main() -> None:
     ratio = most["peak_bytes"] / base["peak_bytes"]
     markdown = "\n".join(
         [
-            f"# Long-clip memory by sections (tiny {MODEL}, {args.size}x{args.size}, streamed MP4)",
+            f"# Long-clip memory by sections (tiny {args.model}, {args.size}x{args.size}, streamed MP4)",
             "",
             "| sections | frames | process peak (MiB) | peak / 1 section | growth over warm (MiB) "
             "| file (KiB) |",
@@ -125,12 +131,15 @@ def main() -> None:
             "the peak resident memory during the clip less the process's after a one-section warm-up. The "
             "pipeline keeps no decoded frames (each section is handed out as it is decoded, and encoded "
             "while the next is made) and conditions on a history of fixed size; what still grows with the "
-            "clip is the encoded file (last column), the sections waiting for the encoder, and the "
-            "allocator's working set, which the growth column shows with its run-to-run noise.",
+            "clip is the encoded file (last column), the sections waiting for the encoder, the "
+            "allocator's working set, which the growth column shows with its run-to-run noise, and for "
+            "SkyReels-V2 diffusion forcing the windows' latents its pipeline accumulates (1/48 of the "
+            "decoded frames' bytes).",
             "",
         ]
     )
-    write("long_clip_memory", {"runs": {str(n): r for n, r in runs.items()}, "ratio": ratio}, markdown)
+    name = "long_clip_memory" + ("" if args.model == DEFAULT_MODEL else f"-{args.model}")
+    write(name, {"runs": {str(n): r for n, r in runs.items()}, "ratio": ratio}, markdown)
 
 
 if __name__ == "__main__":

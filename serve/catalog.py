@@ -223,6 +223,13 @@ class ModelSpec(BaseModel):
         description="long-clip models: frames each section adds, decoded and delivered as soon as it is "
         "made (the clip plays while the rest generates); None: one window, delivered whole",
     )
+    first_section_frames: int | None = Field(
+        None,
+        ge=1,
+        description="frames of the first section where it differs from the later ones (SkyReels-V2 diffusion "
+        "forcing: a whole window first, then the window less its overlap with the history); None: "
+        "section_frames",
+    )
     description: str = ""
 
     @property
@@ -232,7 +239,15 @@ class ModelSpec(BaseModel):
 
     def sections(self, num_frames: int) -> int:
         """Sections a clip of `num_frames` takes (1 for a one-window model)."""
-        return -(-num_frames // self.section_frames) if self.section_frames else 1
+        if not self.section_frames:
+            return 1
+        first = self.first_section_frames or self.section_frames
+        return 1 + -(-max(num_frames - first, 0) // self.section_frames)
+
+    def frames_of_sections(self, sections: int) -> int:
+        """Frames of a clip of `sections` whole sections (a long-clip model)."""
+        assert self.section_frames, f"{self.name} is not made in sections"
+        return (self.first_section_frames or self.section_frames) + (sections - 1) * self.section_frames
 
     def limits_for(self, tiny: bool) -> Limits:
         return self.tiny_limits if tiny else self.limits
@@ -631,6 +646,26 @@ _HELIOS = ModelSpec(
     description="Helios-Distilled 14B: long text-to-video, 33-frame sections at 24 fps up to a minute, "
     "384x640; each section streams as it is made (num_inference_steps: per pyramid stage)",
 )
+
+
+def _tiny_long_clip_limits(
+    max_frames: int, default_frames: int, fps: int, side: int, guidance: FloatRange, default_guidance: float
+) -> Limits:
+    """A tiny long-clip checkpoint's limits: any frame count up to `max_frames`, 2 steps, small squares."""
+    return Limits(
+        num_frames=IntRange(min=1, max=max_frames),
+        default_num_frames=default_frames,
+        default_fps=fps,
+        height=_TINY_DIT_SIDE,
+        width=_TINY_DIT_SIDE,
+        default_height=side,
+        default_width=side,
+        default_num_inference_steps=2,
+        guidance_scale=guidance,
+        default_guidance_scale=default_guidance,
+    )
+
+
 # FramePack-F1 (diffusers' HunyuanVideoFramepackPipeline, forward "vanilla" sampling): HunyuanVideo's 13B
 # DiT retrained to predict the next section from the start image and a compressed history, so a minute
 # at 30 fps costs the same per section as the first. Each section adds 36 frames (the first 37: the start
@@ -655,17 +690,13 @@ _FRAMEPACK_F1 = ModelSpec(
         guidance_scale=FloatRange(min=1.0, max=32.0),
         default_guidance_scale=10.0,
     ),
-    tiny_limits=Limits(
-        num_frames=IntRange(min=1, max=5 * FRAMEPACK_SECTION_FRAMES),
-        default_num_frames=4 * FRAMEPACK_SECTION_FRAMES,
-        default_fps=30,
-        height=_TINY_DIT_SIDE,
-        width=_TINY_DIT_SIDE,
-        default_height=64,
-        default_width=64,
-        default_num_inference_steps=2,
-        guidance_scale=FloatRange(min=1.0, max=32.0),
-        default_guidance_scale=10.0,
+    tiny_limits=_tiny_long_clip_limits(
+        5 * FRAMEPACK_SECTION_FRAMES,
+        4 * FRAMEPACK_SECTION_FRAMES,
+        30,
+        64,
+        FloatRange(min=1.0, max=32.0),
+        10.0,
     ),
     memory=MemoryOptions(vae_tiling=True, text_encoder_offload=True),
     denoiser="transformer",
@@ -675,7 +706,55 @@ _FRAMEPACK_F1 = ModelSpec(
     description="FramePack-F1 (HunyuanVideo 13B): image-to-video forward in time, 33-frame sections at "
     "30 fps up to a minute; streamed a section behind the one being made",
 )
-LONG_CLIP_MODELS = [_HELIOS, _FRAMEPACK_F1]
+# SkyReels-V2 diffusion forcing 720P (Wan 2.1 architecture, 14B): the clip is made in windows of
+# `SKYREELS_DF_BASE_FRAMES`, each after the first conditioned on the last `SKYREELS_DF_OVERLAP_FRAMES` of the
+# one before (its latents: diffusion forcing keeps them clean while the rest is denoised). In latent
+# frames (4 pixel frames each, the first 1): windows of 31, overlaps of 5, so every later window adds 26
+# latent frames = 104 pixel frames. Synchronous mode (ar_step 0): every window runs the whole schedule.
+SKYREELS_DF_BASE_FRAMES = 121
+SKYREELS_DF_OVERLAP_FRAMES = 17
+SKYREELS_DF_SECTION_FRAMES = ((SKYREELS_DF_BASE_FRAMES - 1) // 4 - (SKYREELS_DF_OVERLAP_FRAMES - 1) // 4) * 4
+_SKYREELS_DF_SIDE = IntRange(min=256, max=1280, step=16)
+_SKYREELS_DF = ModelSpec(
+    name="skyreels-v2-df-720p",
+    repo_id="Skywork/SkyReels-V2-DF-14B-720P-Diffusers",
+    pipeline_class="SkyReelsV2DiffusionForcingPipeline",
+    image_pipeline_class="SkyReelsV2DiffusionForcingImageToVideoPipeline",
+    family="skyreels_df",
+    task=Task.TI2V,
+    knobs=_WAN_KNOBS,
+    knob_defaults={Knob.FLOW_SHIFT: 8.0},  # SkyReels' own default for diffusion forcing at 720P
+    limits=Limits(
+        num_frames=IntRange(min=1, max=1440),  # 60 s at 24 fps: 14 windows
+        default_num_frames=SKYREELS_DF_BASE_FRAMES + 2 * SKYREELS_DF_SECTION_FRAMES,  # 13.7 s
+        default_fps=24,
+        height=_SKYREELS_DF_SIDE,
+        width=_SKYREELS_DF_SIDE,
+        default_height=720,
+        default_width=1280,
+        num_inference_steps=IntRange(min=1, max=100),
+        default_num_inference_steps=30,
+        guidance_scale=FloatRange(min=0.0, max=20.0),
+        default_guidance_scale=6.0,
+    ),
+    tiny_limits=_tiny_long_clip_limits(
+        SKYREELS_DF_BASE_FRAMES + 4 * SKYREELS_DF_SECTION_FRAMES,  # 5 windows
+        SKYREELS_DF_BASE_FRAMES,
+        24,
+        32,
+        FloatRange(min=0.0, max=20.0),
+        6.0,
+    ),
+    memory=MemoryOptions(fp8_weights=True, text_encoder_offload=True),
+    denoiser="transformer",
+    section_frames=SKYREELS_DF_SECTION_FRAMES,
+    first_section_frames=SKYREELS_DF_BASE_FRAMES,
+    gpu_memory_gb=40.0,
+    text_encoder_gb=11.4,  # UMT5-XXL in bf16
+    description="SkyReels-V2 diffusion forcing 14B 720P: text- or image-to-video, 1280x720 at 24 fps up to a "
+    "minute, in 121-frame windows that each add 104 frames; each streams as it is made",
+)
+LONG_CLIP_MODELS = [_HELIOS, _FRAMEPACK_F1, _SKYREELS_DF]
 
 
 CATALOG: dict[str, ModelSpec] = {

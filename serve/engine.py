@@ -375,7 +375,7 @@ class Engine:
         try:
             with (
                 self.family.configured(pipe, request),
-                step_hook(pipe, on_step),
+                getattr(self.family, "step_hook", step_hook)(pipe, on_step),
                 step_cache(denoisers(pipe), request.cache, self.cache_reduce) as forwards,
                 stage_clock(pipe) as stages,
                 contextlib.nullcontext() if frames_wanted or not decode else _no_postprocessing(pipe),

@@ -1,7 +1,8 @@
 """Long clips, section by section: where a run is (section i of n) and each section's frames as soon as
 the pipeline decodes them.
 
-A long-clip pipeline (Helios, FramePack F1) denoises one section, decodes it with its VAE, and goes on
+A long-clip pipeline (Helios, FramePack F1, SkyReels-V2 DF) denoises one section, decodes it with its VAE
+(SkyReels: at the end, unless hooked here), and goes on
 to the next, conditioned on the history. `section_frames` hooks the moment a section's frames are final:
 they go to a callback at once (to be encoded and sent while the rest is made), and the pipeline keeps
 none of them beyond what the next section needs.
@@ -71,7 +72,11 @@ def section_frames(
     """Call `on_section(index, frames)` with each part of the clip as soon as it is final: float frames in
     [0, 1], shape (frames, height, width, 3), cut where the clip's `plan.num_frames` end.
 
-    `kind` says when frames are final. "decode" (Helios): every VAE decode is the next section, and the
+    `kind` says when frames are final. "causal_latents" (SkyReels-V2 diffusion forcing): the pipeline
+    accumulates every window's latents and decodes them all at the end; each window's new latent frames
+    are final when the next window starts (`prepare_latents` gets them as history) and are decoded then,
+    continuing the VAE's causal cache (serve/causal_decode.py); the final decode gets only the rest.
+    "decode" (Helios): every VAE decode is the next section, and the
     pipeline gets none of it back, so it keeps no frames. "soft_append" (FramePack F1): each section is
     decoded with an overlap that the next one blends into (the pipeline's `_soft_append`), so all but
     the last `overlap` frames of each append are final; the pipeline keeps only that tail, and its final
@@ -94,6 +99,10 @@ def section_frames(
         with replaced(vae, "decode", decode_section), replaced(processor, "postprocess_video", no_frames):
             yield
         return
+    if kind == "causal_latents":
+        with _causal_latent_sections(pipe, emit):
+            yield
+        return
     if kind != "soft_append":
         raise ValueError(f"unknown kind of sections {kind!r}")
     soft_append = pipe._soft_append
@@ -110,5 +119,40 @@ def section_frames(
     with (
         replaced(pipe, "_soft_append", append_section),
         replaced(processor, "postprocess_video", last_tail),
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def _causal_latent_sections(pipe: Any, emit: _Emitter) -> Iterator[None]:
+    """The "causal_latents" kind of `section_frames`."""
+    from serve.causal_decode import CausalLatentDecoder
+
+    decoder = CausalLatentDecoder(pipe.vae)
+    prepare = pipe.prepare_latents
+
+    def prepare_window(*args: Any, **kwargs: Any) -> Any:
+        history = kwargs.get("video_latents")  # every final latent frame so far (None for the first window)
+        if history is not None and history.shape[2] > decoder.decoded:
+            emit(decoder.decode(decoder.normalised(history[:, :, decoder.decoded :])))
+        return prepare(*args, **kwargs)
+
+    def decode_rest(latents: Any, *args: Any, **kwargs: Any) -> Any:
+        """The pipeline's decode of the whole clip: what is not decoded yet, handed out; none returned."""
+        rest = latents[:, :, decoder.decoded :]
+        if rest.shape[2]:
+            emit(decoder.decode(rest))
+        emptied = latents[:, :3, :0]
+        return_dict = args[0] if args else kwargs.get("return_dict", True)
+        if not return_dict:
+            return (emptied,)
+        from diffusers.models.autoencoders.vae import DecoderOutput
+
+        return DecoderOutput(sample=emptied)
+
+    with (
+        replaced(pipe, "prepare_latents", prepare_window),
+        replaced(pipe.vae, "decode", decode_rest),
+        replaced(pipe.video_processor, "postprocess_video", no_frames),
     ):
         yield

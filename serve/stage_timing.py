@@ -2,7 +2,9 @@
 
 The pipelines share no stage callbacks, but every family encodes prompts (and images) with modules named
 `text_encoder*` / `image_encoder` and decodes with `vae.decode`: hooks there time those stages, and the
-denoising loop is what remains of the pipeline call.
+denoising loop is what remains of the pipeline call. A long clip decoded in pieces outside `vae.decode`
+(serve/causal_decode.py) runs the VAE's decoder module directly: its forward is timed too, when not
+already inside `vae.decode`.
 """
 
 from __future__ import annotations
@@ -52,13 +54,32 @@ def stage_clock(pipe: Any) -> Iterator[StageSeconds]:
         handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
     vae = pipe.vae
     decode = vae.decode
+    decoding = 0  # calls of vae.decode running (the decoder's own hooks then count nothing)
 
     def timed_decode(*args: Any, **kwargs: Any) -> Any:
+        nonlocal decoding
         start = time.perf_counter()
+        decoding += 1
         try:
             return decode(*args, **kwargs)
         finally:
+            decoding -= 1
             seconds.vae_decode += time.perf_counter() - start
+
+    def before_decoder(module: torch.nn.Module, _: Any) -> None:
+        if not decoding:
+            started[id(module)] = time.perf_counter()
+
+    def after_decoder(module: torch.nn.Module, _: Any, __: Any) -> None:
+        if id(module) in started:
+            seconds.vae_decode += time.perf_counter() - started.pop(id(module))
+
+    decoder = getattr(vae, "decoder", None)
+    if isinstance(decoder, torch.nn.Module):
+        handles += [
+            decoder.register_forward_pre_hook(before_decoder),
+            decoder.register_forward_hook(after_decoder),
+        ]
 
     try:
         with replaced(vae, "decode", timed_decode):

@@ -54,6 +54,8 @@ from diffusers import (
     LTXVideoTransformer3DModel,
     MotionAdapter,
     PNDMScheduler,
+    SkyReelsV2DiffusionForcingPipeline,
+    SkyReelsV2Transformer3DModel,
     StableDiffusionPipeline,
     StableVideoDiffusionPipeline,
     TextToVideoSDPipeline,
@@ -470,10 +472,7 @@ def _wan(model: str) -> WanPipeline | WanImageToVideoPipeline:
         )
     else:
         latent_channels = 16
-        vae = AutoencoderKLWan(
-            base_dim=8, z_dim=latent_channels, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-            temperal_downsample=[False, True, True],
-        )  # fmt: skip
+        vae = _wan21_vae()
     # I2V (not TI2V): the image's latents and a mask of the frames it fixes join the noise channels.
     image_channels = latent_channels + 4 if spec.task is Task.I2V else 0
 
@@ -645,22 +644,33 @@ def _framepack(model: str) -> HunyuanVideoFramepackPipeline:
     )
 
 
+def _wan21_vae() -> AutoencoderKLWan:
+    """Wan 2.1's VAE (8x space, 4x time, causal in time), tiny: Wan 2.1, Helios and SkyReels-V2 use it."""
+    return AutoencoderKLWan(
+        base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    )
+
+
+# The DiT shape the Wan-derived long-clip models share (Helios, SkyReels-V2): 2 blocks of 2 heads x 16.
+_WAN_SHAPED_DIT = {
+    "patch_size": (1, 2, 2),
+    "num_attention_heads": 2,
+    "attention_head_dim": 16,
+    "in_channels": 16,
+    "out_channels": 16,
+    "text_dim": _TEXT_DIM,
+    "freq_dim": 32,
+    "ffn_dim": 32,
+    "num_layers": 2,
+}
+
+
 def _helios(model: str) -> HeliosPyramidPipeline:
     """Helios distilled: Wan's VAE and UMT5, a history-conditioned DiT, the DMD pyramid scheduler."""
     tokenizer = _t5_tokenizer()
-    vae = AutoencoderKLWan(
-        base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
-    )
+    vae = _wan21_vae()
     transformer = HeliosTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=16,
-        in_channels=16,
-        out_channels=16,
-        text_dim=_TEXT_DIM,
-        freq_dim=32,
-        ffn_dim=32,
-        num_layers=2,
+        **_WAN_SHAPED_DIT,
         rope_dim=(8, 4, 4),
         is_amplify_history=True,
     )
@@ -674,6 +684,29 @@ def _helios(model: str) -> HeliosPyramidPipeline:
         scheduler=scheduler,
         transformer=transformer,
         is_distilled=True,
+    )
+
+
+def _skyreels_df(model: str) -> SkyReelsV2DiffusionForcingPipeline:
+    """SkyReels-V2 diffusion forcing: Wan 2.1's VAE and UMT5, a Wan-shaped DiT with per-frame timesteps and an
+    fps embedding, flow-matching UniPC. One set of components serves t2v and (from_pipe) i2v."""
+    tokenizer = _t5_tokenizer()
+    vae = _wan21_vae()
+    transformer = SkyReelsV2Transformer3DModel(
+        **_WAN_SHAPED_DIT,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=64,  # a window's 31 latent frames
+        inject_sample_info=True,  # the fps embedding the published checkpoints have
+    )
+    return SkyReelsV2DiffusionForcingPipeline(
+        tokenizer=tokenizer,
+        text_encoder=_t5_text_encoder(tokenizer, umt5=True),
+        vae=vae,
+        scheduler=UniPCMultistepScheduler(
+            prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=8.0
+        ),
+        transformer=transformer,
     )
 
 
@@ -836,6 +869,7 @@ _BUILDERS: dict[str, Callable[[str], TinyPipeline]] = {
     "hunyuanvideo15": _hunyuanvideo15,
     "helios": _helios,
     "framepack": _framepack,
+    "skyreels_df": _skyreels_df,
 }
 
 

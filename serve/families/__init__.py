@@ -14,7 +14,12 @@ from serve.weights import WeightsSource
 
 
 class Family(Protocol):
-    """What every family module provides."""
+    """What every family module provides.
+
+    Optional: `SECTION_KIND` and `steps_per_section` (long-clip models, serve/sections.py), and
+    `step_hook(pipe, on_step)` where the engine's hook on the scheduler cannot count the steps (SkyReels-V2
+    diffusion forcing steps a copy of the scheduler per latent frame).
+    """
 
     def load_pipeline(self, pipeline_cls: type, source: WeightsSource, load_kwargs: dict[str, Any]) -> Any:
         """Build the pipeline from local weights."""

@@ -41,7 +41,7 @@ def params(
         model=model,
         prompt="a paper boat drifting down a long river",
         image=png() if spec.task is Task.I2V else b"",
-        num_frames=frames or sections * spec.section_frames,
+        num_frames=frames or spec.frames_of_sections(sections),
         num_inference_steps=steps,
         seed=seed,
     )
@@ -62,7 +62,7 @@ def section_of(client: VideogenClient, job_id: str) -> int:
 @pytest.mark.parametrize("model", LONG_CLIP_MODELS)
 def test_a_clip_of_four_sections_has_the_requested_duration(client, model):
     spec = get_spec(model)
-    frames = SECTIONS * spec.section_frames - 5  # not a whole number of sections: the last one is cut
+    frames = spec.frames_of_sections(SECTIONS) - 5  # not a whole number of sections: the last one is cut
     video = client.generate(params(frames=frames, model=model), timeout=300)
     assert video.summary.num_frames == frames
     counted, duration = ffprobe(video.data)
@@ -97,7 +97,7 @@ def test_generate_streams_playable_sections_before_the_summary(client, model):
     assert prefix_before_last_section
     assert len(decode_frames(prefix_before_last_section)) >= section
     assert hashlib.sha256(received).hexdigest() == summary.sha256
-    assert len(decode_frames(received)) == SECTIONS * section
+    assert len(decode_frames(received)) == get_spec(model).frames_of_sections(SECTIONS)
 
 
 def test_viewers_joining_a_running_job_at_different_times_assemble_the_same_file(client, service):

@@ -35,7 +35,7 @@ def test_a_plan_places_each_step_in_its_section():
 @pytest.mark.parametrize(("sections", "steps"), [(1, 1), (2, 2)])
 def test_the_plan_is_the_steps_the_pipeline_runs(model, sections, steps):
     engine = tiny_engine(model)
-    frames = sections * get_spec(model).section_frames + (1 - sections)  # not a whole number of sections
+    frames = get_spec(model).frames_of_sections(sections) + (1 - sections)  # not a whole number of sections
     request = tiny_request(model, num_frames=frames, num_inference_steps=steps)
     events = []
     output = engine.generate(request, on_progress=events.append)
@@ -120,3 +120,24 @@ def test_framepack_sections_handed_out_make_the_clip_the_pipeline_blends_whole()
         whole = engine.pipe(**engine.pipeline_call_kwargs(request)).frames[0]
     assert len(whole) >= request.num_frames
     assert np.array_equal(streamed, to_uint8(np.asarray(whole))[: request.num_frames])
+
+
+def test_skyreels_windows_decoded_as_they_come_make_the_clip_the_pipeline_decodes_whole():
+    # SkyReels-V2 diffusion forcing decodes its accumulated latents once at the end; decoded window by
+    # window as each is final (continuing the VAE's causal cache) they give exactly the same frames. Its
+    # history re-noising draws from the global RNG: seeded the same for both runs.
+    import torch
+
+    from serve.video import to_uint8
+
+    model = "skyreels-v2-df-720p"
+    engine = tiny_engine(model)
+    request = tiny_request(model, num_frames=get_spec(model).frames_of_sections(3) - 7)
+    handed_out: list[np.ndarray] = []
+    output = engine.generate(request, on_section=lambda index, frames: handed_out.append(frames))
+    assert len(handed_out) == 3 and output.frame_count == request.num_frames
+    torch.manual_seed(request.seed)
+    with torch.inference_mode():
+        whole = engine.pipe(**engine.pipeline_call_kwargs(request)).frames[0]
+    assert np.array_equal(np.concatenate(handed_out), to_uint8(np.asarray(whole))[: request.num_frames])
+    assert "prepare_latents" not in vars(engine.pipe) and "decode" not in vars(engine.pipe.vae)

@@ -75,6 +75,13 @@ EXPECTED_COMPONENTS: dict[str, dict[str, str]] = {
         "tokenizer": "T5Tokenizer",
         "scheduler": "HeliosDMDScheduler",
     },
+    "SkyReelsV2DiffusionForcingPipeline": {
+        "transformer": "SkyReelsV2Transformer3DModel",
+        "vae": "AutoencoderKLWan",
+        "text_encoder": "UMT5EncoderModel",
+        "tokenizer": "T5Tokenizer",
+        "scheduler": "UniPCMultistepScheduler",
+    },
 }
 _WAN = {
     "transformer": "WanTransformer3DModel",
