@@ -7,7 +7,12 @@ patches not yet computed at this step come from the previous step (stale), those
 this step's, as in xDiT's PipeFusion (arXiv 2405.14430). The text tokens travel with patch 0, so the
 later patches attend to this step's text; they carry a one-token placeholder whose output is dropped.
 
-The price is memory: every block of the stage keeps K and V for the whole video (`stale_kv_bytes`).
+The price is memory: every block of the stage keeps K and V for the whole video (`stale_kv_bytes`), from the
+first step to the end of the request (the VAE decode included); `PatchSchedule.reset` frees them. The
+stage's attention is torch's SDPA (which picks flash, cuDNN or memory-efficient kernels on a GPU), not
+xfuser's attention backend. The stages still meet once per step (the last stage broadcasts the noise
+prediction), so with M patches and N stages a step takes about (M + N - 1) / M stage-times, against N
+when the stages take turns.
 Sequence parallelism inside a patched stage is not built (the K/V buffers would have to follow Ulysses'
 head split and each rank's token shard), so patches > 1 needs ulysses = ring = 1 (checked in the config).
 """
@@ -36,7 +41,8 @@ def patch_bounds(tokens: int, patches: int) -> list[tuple[int, int]]:
 
 
 def stale_kv_bytes(video_tokens: int, text_tokens: int, blocks: int, inner_dim: int, dtype_bytes: int) -> int:
-    """Memory one stage's K/V buffers take for one branch: K and V of every token, in each of its blocks."""
+    """Memory one stage's K/V buffers take for one CFG branch (true CFG on cfg_degree 1: twice this): K and
+    V of every token, in each of its blocks."""
     return 2 * (video_tokens + text_tokens) * inner_dim * dtype_bytes * blocks
 
 
@@ -55,11 +61,15 @@ class PatchSchedule:
     patch: tuple[int, int] | None = None  # None: the whole sequence
     carries_text: bool = True
     patched_calls: int = 0  # transformer calls run in patches, since the replica started
+    processors: list[StalePatchAttention] = field(default_factory=list, repr=False)
     _last_timestep: float | None = field(default=None, repr=False)
 
     def reset(self) -> None:
-        """A new request: warm-up starts again."""
+        """Before and after a request: warm-up starts again, and the blocks' kept K/V (the size of the
+        stage's whole-video K/V per CFG branch) are freed."""
         self.step, self.branch, self.patch, self.carries_text, self._last_timestep = -1, 0, None, True, None
+        for processor in self.processors:
+            processor.kept.clear()
 
     def begin_call(self, timestep: torch.Tensor) -> bool:
         """Count this call's step and branch; True when it runs in patches (after the warm-up)."""
@@ -167,6 +177,7 @@ def install(blocks: list[torch.nn.Module], schedule: PatchSchedule) -> None:
     """Give each of the stage's blocks a stale-patch attention processor driven by `schedule`."""
     for block in blocks:
         block.attn.processor = StalePatchAttention(schedule)
+        schedule.processors.append(block.attn.processor)
 
 
 def run_blocks(

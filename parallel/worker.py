@@ -346,16 +346,29 @@ class RankWorker:
             with contextlib.suppress(ValueError, RuntimeError, AssertionError):  # groups this rank is not in
                 c10d._set_pg_timeout(self.timeout, group)
 
+    def _reset_request_state(self) -> None:
+        """What a request leaves in the transformer: a true-CFG branch a cancel left pending, PipeFusion's
+        warm-up count and kept K/V."""
+        transformer = self.engine.pipe.transformer
+        for name in ("reset_branches", "reset_patches"):
+            reset = getattr(transformer, name, None)
+            if reset is not None:
+                reset()
+
+    @contextlib.contextmanager
+    def _request(self, request: GenerationRequest) -> Iterator[None]:
+        """Validate `request`, start it from a clean transformer, and clean up after it however it ends."""
+        self._prepare(request)
+        try:
+            yield
+        finally:
+            self._reset_request_state()
+
     def _prepare(self, request: GenerationRequest) -> None:
         if self.geometry is None:
             raise RuntimeError("setup() has not run")
         validate_request(self.parallel, self.geometry, request)
-        transformer = self.engine.pipe.transformer
-        for name in ("reset_branches", "reset_patches"):
-            # a cancelled true-CFG step may have left its first branch pending; patches warm up again
-            reset = getattr(transformer, name, None)
-            if reset is not None:
-                reset()
+        self._reset_request_state()
 
     def generate(
         self,
@@ -364,9 +377,8 @@ class RankWorker:
         on_progress: ProgressCallback | None = None,
     ) -> EncodedVideo | None:
         """Run one request with the other ranks; rank 0 returns the encoded video, the others None."""
-        self._prepare(request)
         collective = CollectiveCancel(cancel, self._control)
-        with self._prompt_from_rank_0():
+        with self._request(request), self._prompt_from_rank_0():
             if self.rank == 0:
                 video = self.engine.generate_video(request, on_progress, collective)  # type: ignore[arg-type]
                 self.videos_encoded += 1
@@ -381,9 +393,8 @@ class RankWorker:
 
         `decode=False` stops every rank at the latents.
         """
-        self._prepare(request)
         collective = CollectiveCancel(threading.Event(), self._control)
-        with self._prompt_from_rank_0():
+        with self._request(request), self._prompt_from_rank_0():
             return self._generate(request, on_progress, collective, decode)
 
     def _generate(
@@ -432,8 +443,7 @@ class RankWorker:
 
     def frames(self, request: GenerationRequest) -> FloatFrames | None:
         """The pipeline's float frames in [0, 1] and forwards (no progress, no encoding): rank 0's."""
-        self._prepare(request)
-        with self._prompt_from_rank_0():
+        with self._request(request), self._prompt_from_rank_0():
             frames = self.engine.float_frames(request)
         return frames if self.rank == 0 else None
 

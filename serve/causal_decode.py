@@ -3,14 +3,18 @@ between calls, so a clip decoded a window at a time gives the frames of one deco
 
 `AutoencoderKLWan._decode` runs the same loop over all latent frames at once and clears its cache before
 and after; here the cache lives as long as the clip. Spatial tiling does not apply (a piece is one latent
-frame, so memory is that of one frame at full size).
+frame, so memory is that of one frame at full size; a VAE with tiling on is decoded untiled, with a
+warning). Under model CPU offload the VAE is moved to the device first, as `vae.decode` would.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 class CausalLatentDecoder:
@@ -21,6 +25,8 @@ class CausalLatentDecoder:
         # The decoder's causal convolutions, each with its cached frames (what `clear_cache` makes).
         self.cache: list[Any] = [None] * vae._cached_conv_counts["decoder"]
         self.decoded = 0  # latent frames decoded so far
+        if getattr(vae, "use_tiling", False):
+            log.warning("VAE tiling does not apply to a clip decoded window by window: decoding untiled")
 
     def normalised(self, latents: torch.Tensor) -> torch.Tensor:
         """Raw latents as the pipeline scales them before its decode (the same operations, in order)."""
@@ -36,6 +42,9 @@ class CausalLatentDecoder:
         from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
 
         vae = self.vae
+        hook = getattr(vae, "_hf_hook", None)  # accelerate's offload hook, which `vae.decode` would run
+        if hook is not None:
+            hook.pre_forward(vae)
         x = vae.post_quant_conv(latents)  # a 1x1x1 convolution: frame by frame
         pieces = []
         for index in range(x.shape[2]):

@@ -339,6 +339,12 @@ class ModelDeployment(BaseModel):
                     f"{self.parallel.pipeline_degree} (the first block lives on the first stage only); "
                     "set cache.policy off or pipeline_degree 1"
                 )
+            if self.compile is not None and self.parallel.pipeline_patches > 1:
+                raise ValueError(
+                    f"compile cannot run with parallel.pipeline_patches={self.parallel.pipeline_patches}: "
+                    "each patch is another shape and another attention state, which torch.compile would "
+                    "recompile per patch; leave compile unset or set pipeline_patches 1"
+                )
         return self
 
     def default_cache(self) -> StepCache:

@@ -323,16 +323,19 @@ class Engine:
     ) -> GenerationOutput:
         start = time.perf_counter()
         steps_done = 0
-        plan = self.section_plan(request) if frames_wanted else None
-        where = {} if plan is None else {"total_sections": plan.total_sections}
+        # A long clip's steps by section (progress counts over the whole clip, whatever the pipeline's
+        # own count per section says), and its frames section by section when they are wanted.
+        steps_plan = self.section_plan(request)
+        plan = steps_plan if frames_wanted else None
+        where = {} if steps_plan is None else {"total_sections": steps_plan.total_sections}
 
         def on_step(done: int, total: int) -> None:
             nonlocal steps_done
             steps_done = done
             elapsed = time.perf_counter() - start
-            if plan is not None:  # the scheduler's count starts again with each section
-                total = plan.total_steps
-                where["section"] = plan.section_of(done)
+            if steps_plan is not None:  # the scheduler's count starts again with each section
+                total = steps_plan.total_steps
+                where["section"] = steps_plan.section_of(done)
             on_progress(
                 ProgressEvent(
                     stage=Stage.DENOISING, step=done, total_steps=total, elapsed_seconds=elapsed, **where

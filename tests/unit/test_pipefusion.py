@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from parallel.pipefusion import PatchSchedule, install, patch_bounds, run_blocks, run_patches, stale_kv_bytes
-from serve.config import ParallelOptions
+from serve.config import ModelDeployment, ParallelOptions
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,18 @@ def test_calls_at_one_timestep_are_branches_of_one_step_and_warmup_counts_steps(
     assert not schedule.begin_call(torch.tensor([999.0])) and schedule.step == 0
 
 
+def test_reset_frees_every_blocks_kept_keys_and_values(blocks_and_inputs):
+    blocks, tokens, text, temb, rotary = blocks_and_inputs
+    schedule = PatchSchedule(patches=2, warmup_steps=1)
+    install(blocks, schedule)
+    with torch.inference_mode():
+        schedule.begin_call(torch.tensor([999.0]))
+        run_blocks(blocks, tokens, text, temb, rotary)
+    assert len(schedule.processors) == len(blocks) and all(p.kept for p in schedule.processors)
+    schedule.reset()  # the worker's, after every request however it ended
+    assert not any(p.kept for p in schedule.processors)
+
+
 def test_with_the_same_steps_keys_and_values_patches_give_the_whole_sequences_result(blocks_and_inputs):
     blocks, tokens, text, temb, rotary = blocks_and_inputs
     with torch.inference_mode():
@@ -107,6 +119,10 @@ def test_patches_need_a_pipeline_without_sequence_parallelism_naming_the_fields(
         ParallelOptions(pipeline_degree=2, ulysses_degree=2, pipeline_patches=4)
     with pytest.raises(ValueError, match="pipeline_warmup_steps"):
         ParallelOptions(pipeline_degree=2, pipeline_patches=2, pipeline_warmup_steps=0)
+    with pytest.raises(ValueError, match=r"compile cannot run with parallel\.pipeline_patches=2"):
+        ModelDeployment.model_validate(
+            {"name": "hunyuanvideo", "parallel": {"pipeline_degree": 2, "pipeline_patches": 2}, "compile": {}}
+        )
 
 
 def test_the_stale_kv_of_a_720p_stage_is_what_the_readme_states():

@@ -51,3 +51,19 @@ def test_with_an_image_the_image_pipeline_makes_the_clip_window_by_window():
     assert len(text_clip) == frames
     # The image conditions the clip: the same seed without it makes other frames.
     assert np.abs(np.concatenate(sections).astype(int) - text_clip.astype(int)).mean() > 1
+
+
+def test_without_frames_progress_still_counts_over_every_window():
+    # Benchmarks stop at the latents: no window is decoded, yet the steps count over the whole clip.
+    engine = tiny_engine(MODEL)
+    request = tiny_request(MODEL, num_frames=SKYREELS_DF_BASE_FRAMES + 30, num_inference_steps=2)
+    events = []
+    engine.generate(request, on_progress=events.append, decode=False)
+    denoising = [e for e in events if e.stage == "denoising"]
+    assert [(e.step, e.total_steps, e.section) for e in denoising] == [
+        (1, 4, 1),
+        (2, 4, 1),
+        (3, 4, 2),
+        (4, 4, 2),
+    ]
+    assert [e.step for e in events if e.stage == "encoding"] == [4]
