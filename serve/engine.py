@@ -109,9 +109,10 @@ def apply_memory_options(pipe: Any, options: MemoryOptions, device: torch.device
 def step_hook(pipe: Any, on_step: Callable[[int, int], None]) -> Iterator[None]:
     """Call `on_step(done, total)` after every denoising step, via the scheduler.
 
-    Every family's loop calls `scheduler.step` once per step, while the pipelines' own callback
-    APIs differ (I2VGen-XL has none, ModelScope only the legacy one), so the scheduler is the one
-    hook that works for all. Raising from `on_step` stops the loop at that step boundary.
+    Every family's loop but one calls `scheduler.step` once per step, while the pipelines' own callback
+    APIs differ (I2VGen-XL has none, ModelScope only the legacy one), so the scheduler is the hook that
+    works for them; a family whose loop does not (SkyReels-V2 diffusion forcing: a scheduler copy per
+    latent frame) brings its own `step_hook`. Raising from `on_step` stops the loop at that step boundary.
     """
     scheduler = pipe.scheduler
     original = scheduler.step
