@@ -1,5 +1,6 @@
-"""Peak memory of a long clip by its number of sections (a tiny long-clip model, streamed MP4 as the service
-makes it; Helios by default, `--model skyreels-v2-df-720p` for diffusion forcing's windows).
+"""Peak memory of a long clip by its number of sections (a tiny long-clip model, its MP4 made as the service
+makes it: streamed where the model streams; Helios by default, `--model <name>` for any other long-clip
+model: skyreels-v2-df-720p, hunyuanvideo-framepack, ltx-video-long...).
 
 Each count of sections runs in a fresh process: the engine loads, runs a one-section warm-up (so the
 allocator's caches exist), then generates the clip through `Engine.generate_video` with its pieces
@@ -30,16 +31,29 @@ DEFAULT_MODEL = "helios"
 TARGET_RATIO = 1.3
 
 
+def _start_image(size: int) -> bytes:
+    """A plain PNG, the first frame of an image-to-video model's clip."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), (120, 30, 200)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def measure(model: str, sections: int, size: int, steps: int) -> dict[str, float]:
     """One clip of `sections` sections in this process: peak and growth of memory (bytes)."""
     import psutil
     import torch
 
-    from serve.catalog import get_spec
+    from serve.catalog import NEEDS_IMAGE, get_spec
     from serve.engine import Engine
     from serve.request import RequestFields, build_request
 
     spec = get_spec(model)
+    steps = max(steps, spec.tiny_limits.num_inference_steps.min)
+    image = _start_image(size) if spec.task in NEEDS_IMAGE else b""
     engine = Engine(spec, num_threads=2)
     engine.load()
 
@@ -47,7 +61,7 @@ def measure(model: str, sections: int, size: int, steps: int) -> dict[str, float
         frames = spec.frames_of_sections(count)
         fields = RequestFields(
             model=model, prompt="a long river", num_frames=frames, height=size, width=size,
-            num_inference_steps=steps, seed=1,
+            num_inference_steps=steps, seed=1, image=image,
         )  # fmt: skip
         return build_request(spec, spec.tiny_limits, fields)
 
@@ -78,6 +92,7 @@ def measure(model: str, sections: int, size: int, steps: int) -> dict[str, float
     if torch.cuda.is_available():
         result["device_peak_bytes"] = video.peak_memory_bytes
     result["streamed_bytes"] = streamed
+    result["file_bytes"] = len(video.data)
     return result
 
 
@@ -112,29 +127,41 @@ def main() -> None:
         peak, growth = m["peak_bytes"], m["growth_bytes"]
         rows.append(
             f"| {n} | {m['frames']} | {peak / 2**20:.0f} | {peak / base['peak_bytes']:.3f} "
-            f"| {growth / 2**20:.1f} | {m['streamed_bytes'] / 2**10:.0f} |"
+            f"| {growth / 2**20:.1f} | {m['file_bytes'] / 2**10:.0f} | {m['streamed_bytes'] / 2**10:.0f} |"
         )
     most = median[max(args.sections)]
     ratio = most["peak_bytes"] / base["peak_bytes"]
+    from serve.catalog import get_spec
+
+    streamed = get_spec(args.model).progressive
+    kept = (
+        "The pipeline keeps no decoded frames (each section is handed out as it is decoded, and encoded "
+        "while the next is made) and conditions on a history of fixed size; what still grows with the "
+        "clip is the encoded file, the sections waiting for the encoder, the allocator's working set, "
+        "which the growth column shows with its run-to-run noise, and for SkyReels-V2 diffusion forcing "
+        "the windows' latents its pipeline accumulates (1/48 of the decoded frames' bytes)."
+        if streamed
+        else "This model's clip is final only when its last section is made, so it is delivered whole (no "
+        "bytes streamed): the pipeline holds the decoded clip (FramePack: blended section by section; LTX "
+        "long: decoded once from the fused latents, in float32 with its blend weights, the VAE tiling in "
+        "time), so the growth column grows with the frames themselves; each section's denoising works on "
+        "a window of fixed size."
+    )
     markdown = "\n".join(
         [
-            f"# Long-clip memory by sections (tiny {args.model}, {args.size}x{args.size}, streamed MP4)",
+            f"# Long-clip memory by sections (tiny {args.model}, {args.size}x{args.size}, "
+            f"{'streamed' if streamed else 'whole'} MP4)",
             "",
             "| sections | frames | process peak (MiB) | peak / 1 section | growth over warm (MiB) "
-            "| file (KiB) |",
-            "|---:|---:|---:|---:|---:|---:|",
+            "| file (KiB) | streamed (KiB) |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
             *rows,
             "",
             f"Peak for {max(args.sections)} sections / {min(args.sections)}: **{ratio:.3f}** "
             f"(target <= {TARGET_RATIO}: {'met' if ratio <= TARGET_RATIO else 'NOT met'}). Medians of "
             f"{args.rounds} rounds, each count in a fresh process, counts alternating. *growth over warm*: "
-            "the peak resident memory during the clip less the process's after a one-section warm-up. The "
-            "pipeline keeps no decoded frames (each section is handed out as it is decoded, and encoded "
-            "while the next is made) and conditions on a history of fixed size; what still grows with the "
-            "clip is the encoded file (last column), the sections waiting for the encoder, the "
-            "allocator's working set, which the growth column shows with its run-to-run noise, and for "
-            "SkyReels-V2 diffusion forcing the windows' latents its pipeline accumulates (1/48 of the "
-            "decoded frames' bytes).",
+            "the peak resident memory during the clip less the process's after a one-section warm-up. "
+            + kept,
             "",
         ]
     )

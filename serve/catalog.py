@@ -156,6 +156,10 @@ class Limits(BaseModel):
     default_guidance_scale: float
 
 
+# Between the prompts of consecutive sections, for models with `prompt_per_section`.
+SECTION_PROMPT_SEPARATOR = "|"
+
+
 class ModelSpec(BaseModel):
     """One catalog entry."""
 
@@ -230,12 +234,29 @@ class ModelSpec(BaseModel):
         "forcing: a whole window first, then the window less its overlap with the history); None: "
         "section_frames",
     )
+    section_delivery: Literal["as_made", "at_end"] = Field(
+        "as_made",
+        description="long-clip models: as_made, each section is final (decoded, in time order) as soon as it "
+        "is made and streams; at_end, the clip is final only when the last section is made (FramePack's "
+        "anti-drifting sampling makes the last section first; LTX long multi-prompt fuses its windows' "
+        "latents and decodes once): progress still counts sections, the file comes whole",
+    )
+    prompt_per_section: bool = Field(
+        False,
+        description="the prompt may give each section its own, separated by "
+        f"{SECTION_PROMPT_SEPARATOR!r} (the last applies to the sections after it)",
+    )
     description: str = ""
+
+    @property
+    def in_sections(self) -> bool:
+        """It makes its clip section by section (a long-clip model): progress counts sections."""
+        return self.section_frames is not None
 
     @property
     def progressive(self) -> bool:
         """It makes its clip section by section in time order, so the file can grow while it runs."""
-        return self.section_frames is not None
+        return self.in_sections and self.section_delivery == "as_made"
 
     def sections(self, num_frames: int) -> int:
         """Sections a clip of `num_frames` takes (1 for a one-window model)."""
@@ -649,28 +670,54 @@ _HELIOS = ModelSpec(
 
 
 def _tiny_long_clip_limits(
-    max_frames: int, default_frames: int, fps: int, side: int, guidance: FloatRange, default_guidance: float
+    max_frames: int,
+    default_frames: int,
+    fps: int,
+    side: int,
+    guidance: FloatRange,
+    default_guidance: float,
+    sides: IntRange = _TINY_DIT_SIDE,
+    steps: IntRange = Limits.model_fields["num_inference_steps"].default,
 ) -> Limits:
     """A tiny long-clip checkpoint's limits: any frame count up to `max_frames`, 2 steps, small squares."""
     return Limits(
         num_frames=IntRange(min=1, max=max_frames),
         default_num_frames=default_frames,
         default_fps=fps,
-        height=_TINY_DIT_SIDE,
-        width=_TINY_DIT_SIDE,
+        height=sides,
+        width=sides,
         default_height=side,
         default_width=side,
+        num_inference_steps=steps,
         default_num_inference_steps=2,
         guidance_scale=guidance,
         default_guidance_scale=default_guidance,
     )
 
 
-# FramePack-F1 (diffusers' HunyuanVideoFramepackPipeline, forward "vanilla" sampling): HunyuanVideo's 13B
-# DiT retrained to predict the next section from the start image and a compressed history, so a minute
-# at 30 fps costs the same per section as the first. Each section adds 36 frames (the first 37: the start
-# image's frame too), so a clip of n frames takes ceil(n / 36) sections.
+# FramePack (diffusers' HunyuanVideoFramepackPipeline): HunyuanVideo's 13B DiT retrained to predict a
+# section from the start image and a compressed history, so a minute at 30 fps costs the same per section
+# as the first. Each section adds 36 frames (the first 37: the start image's frame too), so a clip of n
+# frames takes ceil(n / 36) sections. FramePack-F1 ("vanilla" sampling) makes them forward in time;
+# the original ("inverted_anti_drifting") makes the last section first and the first last, each from the
+# start image and the sections after it, which keeps a long clip from drifting, at the price that no
+# frame is final before the last section is made.
 FRAMEPACK_SECTION_FRAMES = 36
+_FRAMEPACK_LIMITS = Limits(
+    num_frames=IntRange(min=1, max=1800),  # 60 s at 30 fps
+    default_num_frames=150,
+    default_fps=30,
+    height=IntRange(min=256, max=1280, step=16),
+    width=IntRange(min=256, max=1280, step=16),
+    default_height=544,
+    default_width=704,
+    default_num_inference_steps=25,
+    guidance_scale=FloatRange(min=1.0, max=32.0),
+    default_guidance_scale=10.0,
+)
+_FRAMEPACK_TINY_LIMITS = _tiny_long_clip_limits(
+    5 * FRAMEPACK_SECTION_FRAMES, 4 * FRAMEPACK_SECTION_FRAMES, 30, 64, FloatRange(min=1.0, max=32.0), 10.0
+)
 _FRAMEPACK_F1 = ModelSpec(
     name="hunyuanvideo-framepack-f1",
     repo_id="lllyasviel/FramePack_F1_I2V_HY_20250503",
@@ -678,26 +725,8 @@ _FRAMEPACK_F1 = ModelSpec(
     pipeline_class="HunyuanVideoFramepackPipeline",
     family="framepack",
     task=Task.I2V,
-    limits=Limits(
-        num_frames=IntRange(min=1, max=1800),  # 60 s at 30 fps
-        default_num_frames=150,
-        default_fps=30,
-        height=IntRange(min=256, max=1280, step=16),
-        width=IntRange(min=256, max=1280, step=16),
-        default_height=544,
-        default_width=704,
-        default_num_inference_steps=25,
-        guidance_scale=FloatRange(min=1.0, max=32.0),
-        default_guidance_scale=10.0,
-    ),
-    tiny_limits=_tiny_long_clip_limits(
-        5 * FRAMEPACK_SECTION_FRAMES,
-        4 * FRAMEPACK_SECTION_FRAMES,
-        30,
-        64,
-        FloatRange(min=1.0, max=32.0),
-        10.0,
-    ),
+    limits=_FRAMEPACK_LIMITS,
+    tiny_limits=_FRAMEPACK_TINY_LIMITS,
     memory=MemoryOptions(vae_tiling=True, text_encoder_offload=True),
     denoiser="transformer",
     section_frames=FRAMEPACK_SECTION_FRAMES,
@@ -705,6 +734,18 @@ _FRAMEPACK_F1 = ModelSpec(
     text_encoder_gb=15.7,  # Llama 3 8B + CLIP-L in bf16, as HunyuanVideo's
     description="FramePack-F1 (HunyuanVideo 13B): image-to-video forward in time, 33-frame sections at "
     "30 fps up to a minute; streamed a section behind the one being made",
+)
+_FRAMEPACK = _FRAMEPACK_F1.model_copy(
+    update={
+        "name": "hunyuanvideo-framepack",
+        "repo_id": "lllyasviel/FramePackI2V_HY",
+        "section_delivery": "at_end",
+        # It also keeps the decoded clip on the GPU, blending each section in front of it (a copy): at
+        # the defaults (151 frames at 704x544 in bf16) 0.35 GB twice; at 60 s, 4.1 GB twice.
+        "gpu_memory_gb": 45.7,
+        "description": "FramePack (HunyuanVideo 13B, anti-drifting): image-to-video made backward from the "
+        "end, 33-frame sections at 30 fps up to a minute; delivered whole when the last section is made",
+    }
 )
 # SkyReels-V2 diffusion forcing 720P (Wan 2.1 architecture, 14B): the clip is made in windows of
 # `SKYREELS_DF_BASE_FRAMES`, each after the first conditioned on the last `SKYREELS_DF_OVERLAP_FRAMES` of the
@@ -754,7 +795,68 @@ _SKYREELS_DF = ModelSpec(
     description="SkyReels-V2 diffusion forcing 14B 720P: text- or image-to-video, 1280x720 at 24 fps up to a "
     "minute, in 121-frame windows that each add 104 frames; each streams as it is made",
 )
-LONG_CLIP_MODELS = [_HELIOS, _FRAMEPACK_F1, _SKYREELS_DF]
+# LTX-Video long multi-prompt (LTXI2VLongMultiPromptPipeline, with LTX-Video 0.9.8 13B distilled): one latent
+# video denoised in sliding windows of `LTX_LONG_WINDOW_FRAMES` overlapping by `LTX_LONG_OVERLAP_FRAMES`; each
+# later window starts from the last one's tail and has its own prompt. In latent frames (8 pixel frames each,
+# the first 1): windows of 10 overlapping by 3, so every later window adds 7 = 56 pixel frames. The windows
+# are fused in latent space and decoded once at the end by a VAE whose decoder is not causal in time: no
+# window's frames are final before the last, so the clip is delivered whole.
+LTX_LONG_WINDOW_FRAMES = 80
+LTX_LONG_OVERLAP_FRAMES = 24
+_LTX_TIME_COMPRESSION = 8
+_LTX_LONG_WINDOW_LATENTS = LTX_LONG_WINDOW_FRAMES // _LTX_TIME_COMPRESSION
+_LTX_LONG_STEPS = IntRange(min=2, max=50)  # each window runs all but the schedule's last step
+LTX_LONG_FIRST_FRAMES = (_LTX_LONG_WINDOW_LATENTS - 1) * _LTX_TIME_COMPRESSION + 1  # 73
+LTX_LONG_SECTION_FRAMES = (
+    _LTX_LONG_WINDOW_LATENTS - LTX_LONG_OVERLAP_FRAMES // _LTX_TIME_COMPRESSION
+) * _LTX_TIME_COMPRESSION  # 56
+_LTX_LONG = ModelSpec(
+    name="ltx-video-long",
+    repo_id="Lightricks/LTX-Video-0.9.8-13B-distilled",
+    pipeline_class="LTXI2VLongMultiPromptPipeline",
+    image_pipeline_class="LTXI2VLongMultiPromptPipeline",  # the same pipeline, given the first frame
+    family="ltx_long",
+    task=Task.TI2V,
+    knobs=frozenset({Knob.NEGATIVE_PROMPT, Knob.DECODE_TIMESTEP, Knob.DECODE_NOISE_SCALE}),
+    knob_defaults={Knob.DECODE_TIMESTEP: 0.05, Knob.DECODE_NOISE_SCALE: 0.025},
+    limits=Limits(
+        num_frames=IntRange(min=1, max=1441),  # 60 s at 24 fps: 26 windows
+        default_num_frames=297,  # 12.4 s: 5 windows
+        default_fps=24,
+        height=IntRange(min=256, max=1280, step=32),
+        width=IntRange(min=256, max=1280, step=32),
+        default_height=704,
+        default_width=1216,
+        num_inference_steps=_LTX_LONG_STEPS,
+        default_num_inference_steps=8,  # distilled
+        guidance_scale=FloatRange(min=1.0, max=10.0),
+        default_guidance_scale=1.0,  # distilled: no classifier-free guidance
+    ),
+    tiny_limits=_tiny_long_clip_limits(
+        LTX_LONG_FIRST_FRAMES + 4 * LTX_LONG_SECTION_FRAMES,  # 5 windows
+        LTX_LONG_FIRST_FRAMES,
+        24,
+        32,
+        FloatRange(min=1.0, max=10.0),
+        1.0,
+        sides=IntRange(min=32, max=128, step=32),
+        steps=_LTX_LONG_STEPS,
+    ),
+    memory=MemoryOptions(vae_tiling=True),
+    denoiser="transformer",
+    section_frames=LTX_LONG_SECTION_FRAMES,
+    first_section_frames=LTX_LONG_FIRST_FRAMES,
+    section_delivery="at_end",
+    prompt_per_section=True,
+    # 13B DiT (26 GB in bf16) + T5-XXL, and the decoded clip in float32 at the end: 297 frames at 1216x704
+    # with the decode's blend weights are 4 GB (60 s: 20 GB).
+    gpu_memory_gb=44.0,
+    text_encoder_gb=9.5,  # T5-XXL in bf16
+    description="LTX-Video 0.9.8 13B distilled, long multi-prompt: text- or image-to-video, 1216x704 at "
+    "24 fps up to a minute, in 80-frame windows that each add 56 frames, one prompt per window ('|' between "
+    "them); delivered whole at the end",
+)
+LONG_CLIP_MODELS = [_HELIOS, _FRAMEPACK_F1, _FRAMEPACK, _SKYREELS_DF, _LTX_LONG]
 
 
 CATALOG: dict[str, ModelSpec] = {

@@ -260,9 +260,14 @@ class Engine:
 
     def section_plan(self, request: GenerationRequest) -> SectionPlan | None:
         """A long-clip model's sections for this request (steps of each), else None."""
-        if not self.spec.progressive:
+        if not self.spec.in_sections:
             return None
         return SectionPlan(steps=self.family.steps_per_section(request), num_frames=request.num_frames)
+
+    def _frames_kept(self, request: GenerationRequest) -> int | None:
+        """How many of the pipeline's frames the clip keeps: a long clip delivered whole is made in whole
+        sections, cut to the frames asked for; any other model makes exactly its frames (None: all)."""
+        return request.num_frames if self.spec.in_sections else None
 
     def float_frames(self, request: GenerationRequest) -> FloatFrames:
         """Run the request (its step caching too) and return the float frames, unencoded."""
@@ -270,7 +275,7 @@ class Engine:
             self.load()
         kwargs = self.pipeline_call_kwargs(request)
         pipe = self.pipeline_for(request)
-        plan = self.section_plan(request)
+        plan = self.section_plan(request) if self.spec.progressive else None
         sections: list[np.ndarray] = []
         with (
             self._lock,
@@ -282,7 +287,10 @@ class Engine:
             torch.inference_mode(),
         ):
             output = pipe(**kwargs)
-        frames = np.concatenate(sections) if plan else np.asarray(output.frames[0], dtype=np.float32)
+        if plan is not None:
+            frames = np.concatenate(sections)
+        else:
+            frames = np.asarray(output.frames[0], dtype=np.float32)[: self._frames_kept(request)]
         return FloatFrames(frames=frames, forwards=forwards)
 
     def generate(
@@ -327,7 +335,7 @@ class Engine:
         # A long clip's steps by section (progress counts over the whole clip, whatever the pipeline's
         # own count per section says), and its frames section by section when they are wanted.
         steps_plan = self.section_plan(request)
-        plan = steps_plan if frames_wanted else None
+        plan = steps_plan if frames_wanted and self.spec.progressive else None
         where = {} if steps_plan is None else {"total_sections": steps_plan.total_sections}
 
         def on_step(done: int, total: int) -> None:
@@ -404,7 +412,7 @@ class Engine:
         if plan is not None:
             frames = np.concatenate(sections) if sections else np.zeros((0, 0, 0, 3), np.uint8)
         elif frames_wanted:
-            frames = video.to_uint8(np.asarray(output.frames[0]))
+            frames = video.to_uint8(np.asarray(output.frames[0])[: self._frames_kept(request)])
         else:
             frames = np.zeros((0, 0, 0, 3), np.uint8)
         return GenerationOutput(

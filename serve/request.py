@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from serve.catalog import (
     NEEDS_IMAGE,
     NO_CACHE,
+    SECTION_PROMPT_SEPARATOR,
     TAKES_IMAGE,
     CachePolicy,
     FloatRange,
@@ -203,6 +204,30 @@ def _check_video_pixels(num_frames: int, height: int, width: int, budget: int | 
         )
 
 
+def section_prompts(prompt: str) -> list[str]:
+    """The prompts of consecutive sections in a `prompt_per_section` model's prompt, in order."""
+    return [part.strip() for part in prompt.split(SECTION_PROMPT_SEPARATOR)]
+
+
+def _check_section_prompts(spec: ModelSpec, prompt: str, num_frames: int) -> None:
+    prompts = section_prompts(prompt)
+    sections = spec.sections(num_frames)
+    if "" in prompts:
+        raise InvalidArgument(
+            "prompt",
+            f"section {prompts.index('') + 1}'s prompt is empty (prompts are separated by "
+            f"{SECTION_PROMPT_SEPARATOR!r})",
+        )
+    if len(prompts) > sections:
+        raise InvalidArgument(
+            "prompt",
+            f"{len(prompts)} prompts (separated by {SECTION_PROMPT_SEPARATOR!r}) for {sections} section(s) "
+            f"of {num_frames} frames: at most one per section (the first "
+            f"{spec.first_section_frames or spec.section_frames} frames, "
+            f"then {spec.section_frames} each)",
+        )
+
+
 def _check_cache(spec: ModelSpec, fields: RequestFields, default: StepCache) -> StepCache:
     allowed = [CachePolicy.OFF, *sorted(spec.cache_policies)]
     policy = fields.cache_policy or default.policy
@@ -258,6 +283,8 @@ def build_request(
     height = _checked_int("height", fields.height, limits.default_height, limits.height)
     width = _checked_int("width", fields.width, limits.default_width, limits.width)
     _check_video_pixels(num_frames, height, width, max_video_pixels)
+    if spec.prompt_per_section:
+        _check_section_prompts(spec, prompt, num_frames)
     decode_chunk_size = _check_knob(spec, Knob.DECODE_CHUNK_SIZE, fields.decode_chunk_size)
     return GenerationRequest(
         model=spec.name,

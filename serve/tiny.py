@@ -50,6 +50,8 @@ from diffusers import (
     HunyuanVideoTransformer3DModel,
     I2VGenXLPipeline,
     I2VGenXLUNet,
+    LTXEulerAncestralRFScheduler,
+    LTXI2VLongMultiPromptPipeline,
     LTXPipeline,
     LTXVideoTransformer3DModel,
     MotionAdapter,
@@ -514,9 +516,11 @@ def _wan(model: str) -> WanPipeline | WanImageToVideoPipeline:
     return WanPipeline(**components)
 
 
-def _ltx(model: str) -> LTXPipeline:
+def _ltx(model: str) -> LTXPipeline | LTXI2VLongMultiPromptPipeline:
     """LTX-Video: T5; a VAE of 32x spatial (8x from its blocks, 4x from its patches) and 8x temporal
-    compression whose decoder is timestep-conditioned, as in LTX-Video 0.9.1 and later."""
+    compression whose decoder is timestep-conditioned, as in LTX-Video 0.9.1 and later. The long
+    multi-prompt pipeline takes the same components, with the rectified-flow ancestral scheduler it is
+    run with."""
     tokenizer = _t5_tokenizer()
     vae = AutoencoderKLLTXVideo(
         latent_channels=8,
@@ -546,13 +550,15 @@ def _ltx(model: str) -> LTXPipeline:
         num_layers=2,  # First-Block Cache needs a first block and at least one more
         caption_channels=_TEXT_DIM,
     )
-    return LTXPipeline(
-        tokenizer=tokenizer,
-        text_encoder=_t5_text_encoder(tokenizer),
-        vae=vae,
-        transformer=transformer,
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-    )
+    components = {
+        "tokenizer": tokenizer,
+        "text_encoder": _t5_text_encoder(tokenizer),
+        "vae": vae,
+        "transformer": transformer,
+    }
+    if get_spec(model).pipeline_class == "LTXI2VLongMultiPromptPipeline":
+        return LTXI2VLongMultiPromptPipeline(**components, scheduler=LTXEulerAncestralRFScheduler())
+    return LTXPipeline(**components, scheduler=FlowMatchEulerDiscreteScheduler())
 
 
 def _hunyuanvideo15(model: str) -> HunyuanVideo15Pipeline | HunyuanVideo15ImageToVideoPipeline:
@@ -866,6 +872,7 @@ _BUILDERS: dict[str, Callable[[str], TinyPipeline]] = {
     "animatediff": _animatediff,
     "wan": _wan,
     "ltx": _ltx,
+    "ltx_long": _ltx,
     "hunyuanvideo15": _hunyuanvideo15,
     "helios": _helios,
     "framepack": _framepack,

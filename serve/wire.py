@@ -120,7 +120,7 @@ def model_info(spec: ModelSpec, deployment: ModelDeployment, cold_start_s: float
         default_cache_policy=_CACHE_POLICIES[deployment.default_cache().policy],
         default_cache_threshold=deployment.default_cache().threshold,
         cache_threshold=_float_range(CACHE_THRESHOLD_RANGE),
-        section_frames=spec.section_frames or 0,
+        section_frames=spec.section_frames if spec.progressive else 0,
     )
 
 

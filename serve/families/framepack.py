@@ -1,12 +1,13 @@
-"""FramePack-F1 (HunyuanVideoFramepackPipeline, forward sampling): image-to-video a section at a time.
+"""FramePack (HunyuanVideoFramepackPipeline): image-to-video a section at a time.
 
-Each section is conditioned on the start image and a compressed history of the frames before it (so its
-cost does not grow with the clip), generated forward in time, decoded with an overlap of one window and
-blended into the clip (`_soft_append`). serve/sections.py hands out everything but that overlap as soon
-as a section is appended: the clip streams with a lag of one section.
+Each section is conditioned on the start image and a compressed history of the sections made before it
+(so its cost does not grow with the clip), decoded with an overlap of one window and blended into the
+clip (`_soft_append`). FramePack-F1 makes the sections forward in time: serve/sections.py hands out
+everything but that overlap as soon as a section is appended, so the clip streams a section behind.
+FramePack (anti-drifting) makes them backward from the end, so its clip is final only after the last.
 
 Weights: a checkpoint directory holding the whole pipeline (the tiny one, or one assembled with
-`save_pretrained`) loads as is. The published F1 repo holds only the transformer; the text encoders and
+`save_pretrained`) loads as is. The published repos hold only the transformer; the text encoders and
 VAE come from HunyuanVideo's repo and the SigLIP image encoder from FLUX.1 Redux's, as FramePack's
 authors load them (all three must be in the Hugging Face cache).
 """
@@ -25,7 +26,7 @@ from serve.weights import WeightsSource, from_hf_cache
 
 __all__ = ["SECTION_KIND", "configured", "load_pipeline", "pipeline_kwargs", "steps_per_section"]
 
-MODEL = "hunyuanvideo-framepack-f1"
+MODEL = "hunyuanvideo-framepack-f1"  # both FramePack models load their other components from the same repos
 SECTION_KIND = "soft_append"  # each section's frames are final once the next one is blended in
 LATENT_WINDOW = 9  # latent frames per section
 WINDOW_FRAMES = (LATENT_WINDOW - 1) * 4 + 1  # 33: the pipeline makes ceil(num_frames / 33) sections
@@ -64,7 +65,8 @@ def pipeline_kwargs(request: GenerationRequest, image: Image.Image | None) -> di
         "num_inference_steps": request.num_inference_steps,
         "guidance_scale": request.guidance_scale,  # distilled guidance, as FramePack's own default 10
         "latent_window_size": LATENT_WINDOW,
-        "sampling_type": "vanilla",  # F1: forward in time
+        # F1: forward in time; the original: backward from the end ("anti-drifting").
+        "sampling_type": "vanilla" if get_spec(request.model).progressive else "inverted_anti_drifting",
     }
 
 

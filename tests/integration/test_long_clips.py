@@ -31,6 +31,9 @@ SLOW_STEPS = 5
 
 
 LONG_CLIP_MODELS = sorted(name for name, spec in CATALOG.items() if spec.progressive)
+WHOLE_LONG_CLIP_MODELS = sorted(
+    name for name, spec in CATALOG.items() if spec.in_sections and not spec.progressive
+)
 
 
 def params(
@@ -42,7 +45,7 @@ def params(
         prompt="a paper boat drifting down a long river",
         image=png() if spec.task is Task.I2V else b"",
         num_frames=frames or spec.frames_of_sections(sections),
-        num_inference_steps=steps,
+        num_inference_steps=max(steps, spec.tiny_limits.num_inference_steps.min),
         seed=seed,
     )
 
@@ -59,7 +62,7 @@ def section_of(client: VideogenClient, job_id: str) -> int:
     return client.get_job(job_id).progress.section
 
 
-@pytest.mark.parametrize("model", LONG_CLIP_MODELS)
+@pytest.mark.parametrize("model", LONG_CLIP_MODELS + WHOLE_LONG_CLIP_MODELS)
 def test_a_clip_of_four_sections_has_the_requested_duration(client, model):
     spec = get_spec(model)
     frames = spec.frames_of_sections(SECTIONS) - 5  # not a whole number of sections: the last one is cut
@@ -98,6 +101,23 @@ def test_generate_streams_playable_sections_before_the_summary(client, model):
     assert len(decode_frames(prefix_before_last_section)) >= section
     assert hashlib.sha256(received).hexdigest() == summary.sha256
     assert len(decode_frames(received)) == get_spec(model).frames_of_sections(SECTIONS)
+
+
+@pytest.mark.parametrize("model", WHOLE_LONG_CLIP_MODELS)
+def test_a_long_clip_final_only_at_its_end_counts_sections_then_sends_the_whole_file(client, model):
+    # FramePack (anti-drifting) makes its last section first: progress goes through every section, and the
+    # file's bytes come only after the last one, as one normal MP4.
+    sections = 2
+    events = list(client.generate_stream(params(sections=sections, model=model), timeout=300))
+    kinds = [event.WhichOneof("event") for event in events]
+    progress = [event.progress for event in events if event.WhichOneof("event") == "progress"]
+    last_section_at = max(i for i, event in enumerate(events) if event.progress.section == sections)
+    assert kinds.index("chunk") > last_section_at and kinds[-1] == "summary"
+    assert {p.total_sections for p in progress if p.section} == {sections}
+    assert [p.section for p in progress if p.section] == sorted(p.section for p in progress if p.section)
+    data = b"".join(event.chunk.data for event in events if event.WhichOneof("event") == "chunk")
+    assert hashlib.sha256(data).hexdigest() == events[-1].summary.sha256
+    assert len(decode_frames(data)) == get_spec(model).frames_of_sections(sections)
 
 
 def test_viewers_joining_a_running_job_at_different_times_assemble_the_same_file(client, service):

@@ -17,7 +17,7 @@ from tests.support import tiny_engine, tiny_request
 MODEL = "helios"
 SECTION = get_spec(MODEL).section_frames
 FPS = get_spec(MODEL).tiny_limits.default_fps
-LONG_CLIP_MODELS = sorted(name for name, spec in CATALOG.items() if spec.progressive)
+IN_SECTIONS = sorted(name for name, spec in CATALOG.items() if spec.in_sections)  # streamed or not
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +31,12 @@ def test_a_plan_places_each_step_in_its_section():
     assert [plan.section_of(step) for step in range(1, 13)] == [1] * 6 + [2] * 3 + [3] * 3
 
 
-@pytest.mark.parametrize("model", LONG_CLIP_MODELS)
+@pytest.mark.parametrize("model", IN_SECTIONS)
 @pytest.mark.parametrize(("sections", "steps"), [(1, 1), (2, 2)])
 def test_the_plan_is_the_steps_the_pipeline_runs(model, sections, steps):
     engine = tiny_engine(model)
     frames = get_spec(model).frames_of_sections(sections) + (1 - sections)  # not a whole number of sections
+    steps = max(steps, get_spec(model).tiny_limits.num_inference_steps.min)
     request = tiny_request(model, num_frames=frames, num_inference_steps=steps)
     events = []
     output = engine.generate(request, on_progress=events.append)
@@ -120,6 +121,34 @@ def test_framepack_sections_handed_out_make_the_clip_the_pipeline_blends_whole()
         whole = engine.pipe(**engine.pipeline_call_kwargs(request)).frames[0]
     assert len(whole) >= request.num_frames
     assert np.array_equal(streamed, to_uint8(np.asarray(whole))[: request.num_frames])
+
+
+def test_framepack_made_backward_comes_whole_after_its_last_section_and_is_its_own_sampling():
+    # FramePack's anti-drifting sampling makes the last section first, so no frame is final before the
+    # end: nothing streams, progress still counts the sections, and the MP4 is one file of the frames
+    # asked for. The tiny FramePack and FramePack-F1 share their weights: the frames differ by the
+    # sampling alone.
+    from serve.config import ModelDeployment
+    from serve.wire import model_info
+
+    model = "hunyuanvideo-framepack"
+    spec = get_spec(model)
+    info = model_info(spec, ModelDeployment(name=model), cold_start_s=1.0)
+    assert spec.in_sections and not spec.progressive and info.section_frames == 0  # ListModels: not streamed
+    engine = tiny_engine(model)
+    small = {"num_inference_steps": 1, "height": 32, "width": 32}
+    request = tiny_request(model, num_frames=spec.frames_of_sections(3) - 4, **small)
+    events: list = []
+    pieces: list[bytes] = []
+    video = engine.generate_video(request, on_progress=events.append, on_piece=pieces.append)
+    assert not pieces and not video.streamed
+    assert sorted({e.section for e in events if e.stage == "denoising"}) == [1, 2, 3]
+    assert video.num_frames == request.num_frames == len(decode_frames(video.data))
+    backward = engine.generate(request).frames
+    forward = tiny_engine("hunyuanvideo-framepack-f1").generate(
+        tiny_request("hunyuanvideo-framepack-f1", num_frames=request.num_frames, **small)
+    )
+    assert backward.shape == forward.frames.shape and not np.array_equal(backward, forward.frames)
 
 
 def test_skyreels_windows_decoded_as_they_come_make_the_clip_the_pipeline_decodes_whole():

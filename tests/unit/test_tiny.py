@@ -136,6 +136,13 @@ EXPECTED_BY_MODEL: dict[str, dict[str, str]] = {
         "tokenizer": "T5Tokenizer",
         "scheduler": "FlowMatchEulerDiscreteScheduler",
     },
+    "ltx-video-long": {
+        "transformer": "LTXVideoTransformer3DModel",
+        "vae": "AutoencoderKLLTXVideo",
+        "text_encoder": "T5EncoderModel",
+        "tokenizer": "T5Tokenizer",
+        "scheduler": "LTXEulerAncestralRFScheduler",
+    },
 }
 
 
@@ -173,9 +180,9 @@ def load(checkpoints: dict[str, Path]) -> Callable[[str], DiffusionPipeline]:
 
 
 def _generate(pipe: DiffusionPipeline, spec: ModelSpec, height: int, width: int, frames: int, steps: int = 2):
-    if spec.progressive:
+    if spec.in_sections:
         # A long clip's length is the engine's to make: whole sections from the pipeline, cut to `frames`
-        # as they are decoded (serve/sections.py); one step per pyramid stage (the tiny default).
+        # (as they are decoded where they stream, serve/sections.py); the tiny default steps.
         request = tiny_request(spec.name, height=height, width=width, num_frames=frames)
         return tiny_engine(spec.name).generate(request).frames[None].astype(np.float32) / 255.0
     kwargs = {
