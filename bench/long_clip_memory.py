@@ -143,9 +143,9 @@ def main() -> None:
         if streamed
         else "This model's clip is final only when its last section is made, so it is delivered whole (no "
         "bytes streamed): the pipeline holds the decoded clip (FramePack: blended section by section; LTX "
-        "long: decoded once from the fused latents, in float32 with its blend weights, the VAE tiling in "
-        "time), so the growth column grows with the frames themselves; each section's denoising works on "
-        "a window of fixed size."
+        "long: decoded once from the fused latents by the VAE's tiling in space and time, then in float32 "
+        "on the host), so the growth column grows with the frames themselves; each section's denoising "
+        "works on a window of fixed size."
     )
     markdown = "\n".join(
         [

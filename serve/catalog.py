@@ -732,7 +732,7 @@ _FRAMEPACK_F1 = ModelSpec(
     section_frames=FRAMEPACK_SECTION_FRAMES,
     gpu_memory_gb=45.0,
     text_encoder_gb=15.7,  # Llama 3 8B + CLIP-L in bf16, as HunyuanVideo's
-    description="FramePack-F1 (HunyuanVideo 13B): image-to-video forward in time, 33-frame sections at "
+    description="FramePack-F1 (HunyuanVideo 13B): image-to-video forward in time, 36-frame sections at "
     "30 fps up to a minute; streamed a section behind the one being made",
 )
 _FRAMEPACK = _FRAMEPACK_F1.model_copy(
@@ -741,10 +741,11 @@ _FRAMEPACK = _FRAMEPACK_F1.model_copy(
         "repo_id": "lllyasviel/FramePackI2V_HY",
         "section_delivery": "at_end",
         # It also keeps the decoded clip on the GPU, blending each section in front of it (a copy): at
-        # the defaults (151 frames at 704x544 in bf16) 0.35 GB twice; at 60 s, 4.1 GB twice.
-        "gpu_memory_gb": 45.7,
+        # the defaults (150 frames take 5 sections: 181 frames at 704x544 in bf16) 0.42 GB twice; at
+        # 60 s, 4.1 GB twice.
+        "gpu_memory_gb": 45.8,
         "description": "FramePack (HunyuanVideo 13B, anti-drifting): image-to-video made backward from the "
-        "end, 33-frame sections at 30 fps up to a minute; delivered whole when the last section is made",
+        "end, 36-frame sections at 30 fps up to a minute; delivered whole when the last section is made",
     }
 )
 # SkyReels-V2 diffusion forcing 720P (Wan 2.1 architecture, 14B): the clip is made in windows of
@@ -805,7 +806,7 @@ LTX_LONG_WINDOW_FRAMES = 80
 LTX_LONG_OVERLAP_FRAMES = 24
 _LTX_TIME_COMPRESSION = 8
 _LTX_LONG_WINDOW_LATENTS = LTX_LONG_WINDOW_FRAMES // _LTX_TIME_COMPRESSION
-_LTX_LONG_STEPS = IntRange(min=2, max=50)  # each window runs all but the schedule's last step
+_LTX_LONG_STEPS = IntRange(min=1, max=50)
 LTX_LONG_FIRST_FRAMES = (_LTX_LONG_WINDOW_LATENTS - 1) * _LTX_TIME_COMPRESSION + 1  # 73
 LTX_LONG_SECTION_FRAMES = (
     _LTX_LONG_WINDOW_LATENTS - LTX_LONG_OVERLAP_FRAMES // _LTX_TIME_COMPRESSION
@@ -842,15 +843,17 @@ _LTX_LONG = ModelSpec(
         sides=IntRange(min=32, max=128, step=32),
         steps=_LTX_LONG_STEPS,
     ),
-    memory=MemoryOptions(vae_tiling=True),
+    # The prompt is encoded again for every window: one host-to-device copy of T5 (9.5 GB) each.
+    memory=MemoryOptions(vae_tiling=True, text_encoder_offload=True),
     denoiser="transformer",
     section_frames=LTX_LONG_SECTION_FRAMES,
     first_section_frames=LTX_LONG_FIRST_FRAMES,
     section_delivery="at_end",
     prompt_per_section=True,
-    # 13B DiT (26 GB in bf16) + T5-XXL, and the decoded clip in float32 at the end: 297 frames at 1216x704
-    # with the decode's blend weights are 4 GB (60 s: 20 GB).
-    gpu_memory_gb=44.0,
+    # 13B DiT (26 GB in bf16) + T5-XXL + a window's activations, and at the end the decoded clip in bf16
+    # about three times over while the VAE's time tiles are joined: 297 frames at 1216x704 are 1.5 GB
+    # (x3: 4.6 GB); 60 s (1481 frames decoded) 7.6 GB (x3: 23 GB).
+    gpu_memory_gb=42.0,
     text_encoder_gb=9.5,  # T5-XXL in bf16
     description="LTX-Video 0.9.8 13B distilled, long multi-prompt: text- or image-to-video, 1216x704 at "
     "24 fps up to a minute, in 80-frame windows that each add 56 frames, one prompt per window ('|' between "

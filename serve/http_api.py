@@ -212,8 +212,8 @@ def build_http_app(router: Router) -> FastAPI:
         _caller(router, request)
         raise InvalidArgument(
             "video",
-            "extending a finished video is not supported; for a long clip, ask a long-clip model (ListModels "
-            "section_frames > 0) for the whole duration at once: it streams section by section",
+            "extending a finished video is not supported; for a long clip, ask a long-clip model for the "
+            "whole duration at once (those with ListModels section_frames > 0 stream it section by section)",
         )
 
     @route("POST", "/v1/videos/{video_id}/remix", "RemixVideo")

@@ -45,7 +45,7 @@ def params(
         prompt="a paper boat drifting down a long river",
         image=png() if spec.task is Task.I2V else b"",
         num_frames=frames or spec.frames_of_sections(sections),
-        num_inference_steps=max(steps, spec.tiny_limits.num_inference_steps.min),
+        num_inference_steps=steps,
         seed=seed,
     )
 

@@ -8,6 +8,7 @@ import pytest
 
 from serve.catalog import LTX_LONG_FIRST_FRAMES, LTX_LONG_SECTION_FRAMES, Task, get_spec
 from serve.errors import InvalidArgument
+from serve.families.ltx_long import DISTILLED_SIGMAS, sigmas
 from serve.hooks import replaced
 from serve.request import RequestFields, build_request
 from tests.support import png, tiny_engine, tiny_request
@@ -46,8 +47,29 @@ def test_a_clip_past_the_limit_names_the_field_and_range():
         build_request(spec, spec.limits, _fields(num_frames=1442))
     assert error.value.field == "num_frames" and "[1, 1441]" in str(error.value)
     with pytest.raises(InvalidArgument) as error:
-        build_request(spec, spec.limits, _fields(num_inference_steps=1))
-    assert error.value.field == "num_inference_steps" and "[2, 50]" in str(error.value)
+        build_request(spec, spec.limits, _fields(num_inference_steps=51))
+    assert error.value.field == "num_inference_steps" and "[1, 50]" in str(error.value)
+
+
+def test_every_window_runs_its_schedule_down_to_sigma_zero():
+    # The pipeline steps through all its scheduler's timesteps but the last: given sigmas ending in 0, it
+    # ends each window clean. The distilled model's own schedule at its 8 steps; evenly spaced otherwise.
+    assert sigmas(8) == list(DISTILLED_SIGMAS) and sigmas(3) == pytest.approx([1.0, 2 / 3, 1 / 3, 0.0])
+    engine = tiny_engine(MODEL)
+    request = tiny_request(MODEL, num_frames=get_spec(MODEL).frames_of_sections(2), num_inference_steps=3)
+    stepped_to: list[float] = []
+    step = engine.pipe.scheduler.step
+
+    def recording(*args, **kwargs):
+        result = step(*args, **kwargs)
+        scheduler = engine.pipe.scheduler
+        stepped_to.append(float(scheduler.sigmas[scheduler.step_index]))
+        return result
+
+    with replaced(engine.pipe.scheduler, "step", recording):
+        output = engine.generate(request)
+    assert stepped_to == pytest.approx([2 / 3, 1 / 3, 0.0] * 2)
+    assert output.steps_completed == 6 == engine.section_plan(request).total_steps
 
 
 def test_each_window_is_prompted_with_its_own_part_and_the_last_goes_on():
@@ -68,7 +90,7 @@ def test_each_window_is_prompted_with_its_own_part_and_the_last_goes_on():
     assert output.frame_count == request.num_frames == len(output.frames)
     # The window boundaries are the catalog's: one latent video of whole windows, seeded by the request.
     kwargs = engine.pipeline_call_kwargs(request)
-    assert kwargs["num_frames"] == get_spec(MODEL).frames_of_sections(3) and kwargs["seed"] == request.seed
+    assert kwargs["num_frames"] == get_spec(MODEL).frames_of_sections(3) and kwargs["seed"] is None
 
 
 def test_an_image_conditions_the_first_frame_and_a_seed_repeats():
