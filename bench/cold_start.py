@@ -19,13 +19,13 @@ With --config the models keep their weights, resources and parallel degrees; onl
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import tempfile
 import time
 from typing import Any
 
 from bench.common import summarize, write
+from bench.workload import conditioning_image
 from serve.config import ROUTER_DEPLOYMENT
 from serve.ports import free_port
 
@@ -39,14 +39,6 @@ FROM_ZERO = {
     "metrics_interval_s": 0.5,
     "look_back_period_s": 1.0,
 }
-
-
-def _image() -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 64), (90, 160, 40)).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def serve_config(config_path: str | None, models: list[str] | None, results_dir: str) -> Any:
@@ -97,7 +89,7 @@ def measure(client: Any, model: Any, deadline_s: float) -> dict[str, float]:
     from serve.api import pb
     from serve.catalog import Task, get_spec
 
-    image = _image() if get_spec(model.name).task is Task.I2V else b""
+    image = conditioning_image(64, 64) if get_spec(model.name).task is Task.I2V else b""
     params = pb.GenerationParams(
         model=model.name, prompt="a red fox", image=image, seed=1, num_inference_steps=2
     )

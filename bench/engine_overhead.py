@@ -9,22 +9,15 @@ seeding and the conversion to uint8 frames. Usage: python -m bench.engine_overhe
 from __future__ import annotations
 
 import argparse
-import io
 import time
 
 import torch
-from PIL import Image
 
 from bench.common import summarize, write
+from bench.workload import conditioning_image
 from serve.catalog import CATALOG, Task
 from serve.engine import Engine
 from serve.request import RequestFields, build_request
-
-
-def _image() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 64), (90, 160, 40)).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def measure(model: str, repeats: int) -> dict:
@@ -32,7 +25,10 @@ def measure(model: str, repeats: int) -> dict:
     engine = Engine(spec, "tiny")
     engine.load()
     fields = RequestFields(
-        model=model, prompt="a red fox", seed=1, image=_image() if spec.task is Task.I2V else b""
+        model=model,
+        prompt="a red fox",
+        seed=1,
+        image=conditioning_image(64, 64) if spec.task is Task.I2V else b"",
     )
     request = build_request(spec, spec.tiny_limits, fields)
     engine.generate(request)  # warm-up

@@ -26,20 +26,10 @@ import threading
 import time
 
 from bench.common import write
+from bench.workload import conditioning_image
 
 DEFAULT_MODEL = "helios"
 TARGET_RATIO = 1.3
-
-
-def _start_image(size: int) -> bytes:
-    """A plain PNG, the first frame of an image-to-video model's clip."""
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (size, size), (120, 30, 200)).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def measure(model: str, sections: int, size: int, steps: int) -> dict[str, float]:
@@ -52,8 +42,7 @@ def measure(model: str, sections: int, size: int, steps: int) -> dict[str, float
     from serve.request import RequestFields, build_request
 
     spec = get_spec(model)
-    steps = max(steps, spec.tiny_limits.num_inference_steps.min)
-    image = _start_image(size) if spec.task in NEEDS_IMAGE else b""
+    image = conditioning_image(size, size) if spec.task in NEEDS_IMAGE else b""
     engine = Engine(spec, num_threads=2)
     engine.load()
 

@@ -222,9 +222,8 @@ def _check_section_prompts(spec: ModelSpec, prompt: str, num_frames: int) -> Non
         raise InvalidArgument(
             "prompt",
             f"{len(prompts)} prompts (separated by {SECTION_PROMPT_SEPARATOR!r}) for {sections} section(s) "
-            f"of {num_frames} frames: at most one per section (the first "
-            f"{spec.first_section_frames or spec.section_frames} frames, "
-            f"then {spec.section_frames} each)",
+            f"of {num_frames} frames: at most one per section (the first {spec.frames_of_sections(1)} "
+            f"frames, then {spec.section_frames} each)",
         )
 
 

@@ -105,8 +105,9 @@ def test_generate_streams_playable_sections_before_the_summary(client, model):
 
 @pytest.mark.parametrize("model", WHOLE_LONG_CLIP_MODELS)
 def test_a_long_clip_final_only_at_its_end_counts_sections_then_sends_the_whole_file(client, model):
-    # FramePack (anti-drifting) makes its last section first: progress goes through every section, and the
-    # file's bytes come only after the last one, as one normal MP4.
+    # FramePack (anti-drifting) makes its last section first, LTX long decodes its fused windows once at the
+    # end: progress goes through every section, and the file's bytes come only after the last one, as one
+    # normal MP4.
     sections = 2
     events = list(client.generate_stream(params(sections=sections, model=model), timeout=300))
     kinds = [event.WhichOneof("event") for event in events]

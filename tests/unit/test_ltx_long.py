@@ -88,7 +88,8 @@ def test_each_window_is_prompted_with_its_own_part_and_the_last_goes_on():
         output = engine.generate(request)
     assert encoded == ["a fox", "a wolf", "a wolf"]
     assert output.frame_count == request.num_frames == len(output.frames)
-    # The window boundaries are the catalog's: one latent video of whole windows, seeded by the request.
+    # The window boundaries are the catalog's: one latent video of whole windows; every window's noise
+    # comes from the request's generator (no per-window seed of the pipeline's own).
     kwargs = engine.pipeline_call_kwargs(request)
     assert kwargs["num_frames"] == get_spec(MODEL).frames_of_sections(3) and kwargs["seed"] is None
 
