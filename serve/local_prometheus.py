@@ -8,7 +8,6 @@ Alertmanager and no service discovery, so it opens no connection off loopback. F
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import ipaddress
 import json
@@ -25,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from serve.loopback_server import LoopbackServer
+from serve.loopback_server import LoopbackServer, serve_until_stopped
 from serve.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -256,8 +255,7 @@ def main() -> None:
         server = PrometheusServer([f"127.0.0.1:{args.target_port}"], Path(directory), rules)
         with server:
             print(f"prometheus on {server.url}; Ctrl-C stops it", flush=True)
-            with contextlib.suppress(KeyboardInterrupt):
-                server.process.wait()  # type: ignore[union-attr]
+            serve_until_stopped(server)
 
 
 if __name__ == "__main__":

@@ -8,16 +8,14 @@ it. From a shell: `.venv/bin/python -m serve.local_redis` runs one until Ctrl-C 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from serve.loopback_server import LoopbackServer
+from serve.loopback_server import LoopbackServer, serve_until_stopped
 from serve.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,8 +73,7 @@ def main() -> int:
         RedisServer(Path(directory)) as server,
     ):
         print(f"redis at {server.url} (job_store.redis_url); Ctrl-C stops it", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.pause()
+        serve_until_stopped(server)
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 from pathlib import Path
 from typing import Self
 
@@ -46,3 +47,15 @@ class LoopbackServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def serve_until_stopped(server: LoopbackServer) -> None:
+    """Hold a started server until Ctrl-C or SIGTERM (or until it exits by itself); the caller's `with`
+    then stops it. The handlers are set here, not inherited: a shell's background job starts with
+    SIGINT ignored, and Python then never raises KeyboardInterrupt, which left the server behind."""
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    assert server.process is not None
+    while not stopping.wait(0.5) and server.process.poll() is None:
+        pass

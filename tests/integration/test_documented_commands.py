@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -185,9 +186,12 @@ def _local_prometheus(command: str, serve: BackgroundProcess, workdir: Path) -> 
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     prometheus = BackgroundProcess(["bash", "-c", command], workdir / "prometheus.log", env=env)
     try:
-        prometheus.wait_for("prometheus on http://127.0.0.1:", timeout_s=120)
+        prometheus.wait_for("Ctrl-C stops it", timeout_s=120)
     finally:
-        prometheus.stop(grace_s=15)
+        assert prometheus.stop(grace_s=15) == 0, prometheus.log()[-3000:]  # Ctrl-C, not the SIGKILL after
+    url = re.search(r"prometheus on (http://127\.0\.0\.1:\d+)", prometheus.log()).group(1)
+    with pytest.raises(OSError):  # and the server it started has gone with it
+        urllib.request.urlopen(f"{url}/-/ready", timeout=5)
 
 
 HTTP_VIDEO: dict[str, str] = {}  # the video the README's curl create made: its id is the user's $VIDEO_ID
