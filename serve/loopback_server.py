@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import threading
 from pathlib import Path
 from typing import Self
+
+from serve.stop_signals import stop_on_signals
 
 
 class LoopbackServer:
@@ -51,11 +52,8 @@ class LoopbackServer:
 
 def serve_until_stopped(server: LoopbackServer) -> None:
     """Hold a started server until Ctrl-C or SIGTERM (or until it exits by itself); the caller's `with`
-    then stops it. The handlers are set here, not inherited: a shell's background job starts with
-    SIGINT ignored, and Python then never raises KeyboardInterrupt, which left the server behind."""
-    stopping = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopping.set())
+    then stops it."""
+    stopping = stop_on_signals()
     assert server.process is not None
     while not stopping.wait(0.5) and server.process.poll() is None:
         pass

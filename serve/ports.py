@@ -32,22 +32,24 @@ def unassigned_ports() -> range:
     return range(RAY_WORKER_PORTS_END + 1, start)
 
 
-def _bindable(host: str, port: int) -> bool:
+def _bindable_everywhere(port: int) -> bool:
+    """Whether 0.0.0.0:port binds without address reuse: then no socket holds it on any interface."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
-            sock.bind((host, port))
+            sock.bind(("", port))
         except OSError:
             return False
     return True
 
 
 def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port free on `host` ("" for every interface) and on every interface right now, outside the
-    range the kernel gives to outgoing connections; never the same one twice in a process."""
+    """A TCP port free on every interface right now, outside the range the kernel gives to outgoing
+    connections; never the same one twice in a process. `host` ("" for every interface) only matters
+    where no such port is left and the kernel picks one."""
     ports = unassigned_ports()
     for _ in range(PICK_ATTEMPTS if ports else 0):
         port = random.choice(ports)
-        if port not in _picked and _bindable(host, port) and _bindable("", port):
+        if port not in _picked and _bindable_everywhere(port):
             _picked.add(port)
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # no room below the ephemeral range

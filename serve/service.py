@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
 import time
 from pathlib import Path
 
 from serve.config import SERVICER_FUNCTIONS, ServeConfig
 from serve.offline import prepare_ray_environment
+from serve.stop_signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +81,7 @@ def run_service(config_path: str | Path) -> int:
         "Ctrl-C stops.",
         flush=True,
     )
-    stopping = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopping.set())
-    stopping.wait()
+    stop_on_signals().wait()
     print("videogen: shutting down", flush=True)
     stop()
     return 0
